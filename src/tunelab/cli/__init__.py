@@ -1,0 +1,5 @@
+"""The ``tunelab`` command line."""
+
+from tunelab.cli._main import cli, main
+
+__all__ = ["cli", "main"]
