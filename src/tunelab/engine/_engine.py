@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import os
@@ -189,10 +190,8 @@ class Engine:
             if not self._can_submit() and self.status == st.RUNNING:
                 self._set_status(st.NO_MORE_TRIAL)
             self._save_clock()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._sleep_time())
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
 
     def _sleep_time(self) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -108,9 +108,9 @@ def create_app(
 
     @app.get(f"{API}/trials", dependencies=[Depends(read_access)])
     def list_trials(
-        status: list[str] | None = Query(default=None),
-        offset: int = Query(default=0, ge=0),
-        limit: int | None = Query(default=None, ge=1, le=100_000),
+        status: Annotated[list[str] | None, Query()] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     ) -> list[dict[str, Any]]:
         latest = _latest()
         reasons = engine.waiting_reasons() if engine is not None else {}

@@ -14,6 +14,7 @@ metrics are read from the trial's ``metrics.jsonl`` (see :mod:`tunelab.trial`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -91,15 +92,11 @@ def kill_tree(pid: int, sig: int) -> None:
         children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         children = []
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
     for child in children:
-        try:
+        with contextlib.suppress(psutil.Error):
             child.send_signal(sig)
-        except psutil.Error:
-            pass
 
 
 class LocalTrainingService(TrainingService):

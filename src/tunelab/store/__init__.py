@@ -18,7 +18,12 @@ from tunelab.store._store import ExperimentStore, MetricRecord, TrialRecord
 __all__ = [
     "DB_FILE",
     "MANAGER_FILE",
+    "ExperimentStore",
     "ManagerInfo",
+    "MetricRecord",
+    "TrialRecord",
+    "decode_json_value",
+    "encode_json_value",
     "experiment_dirs",
     "find_experiment",
     "format_number",
@@ -27,9 +32,4 @@ __all__ = [
     "read_manager_info",
     "tunelab_home",
     "write_manager_info",
-    "ExperimentStore",
-    "MetricRecord",
-    "TrialRecord",
-    "decode_json_value",
-    "encode_json_value",
 ]

@@ -190,10 +190,18 @@ class ExperimentStore:
         ).fetchone()
         if row is None:
             raise LookupError(f"{self.path} holds no experiment")
-        keys = (
-            "id config status created start_time end_time used_seconds next_sequence "
-            "optimize_mode error"
-        ).split()
+        keys = [
+            "id",
+            "config",
+            "status",
+            "created",
+            "start_time",
+            "end_time",
+            "used_seconds",
+            "next_sequence",
+            "optimize_mode",
+            "error",
+        ]
         info = dict(zip(keys, row, strict=True))
         info["config"] = json.loads(info["config"])
         return info
