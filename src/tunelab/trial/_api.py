@@ -247,11 +247,12 @@ class _MetricsWriter:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             self._catch_up(fd)
 
-            record = {"seq": self.lines, "type": kind, "value": value, "time": time.time()}
-            data = (json.dumps(record) + "\n").encode("utf-8")
-            if not self.ends_with_newline:
-                # An earlier process died mid-line: end that line so that ours stays whole.
-                data = b"\n" + data
+            # After a writer that died mid-line, end its line first so that ours stays whole;
+            # that cut line counts as a line (a corrupt one, which readers skip).
+            prefix = b"" if self.ends_with_newline else b"\n"
+            seq = self.lines + len(prefix)
+            record = {"seq": seq, "type": kind, "value": value, "time": time.time()}
+            data = prefix + (json.dumps(record) + "\n").encode("utf-8")
             _write_all(fd, data)
 
             self.counted_size += len(data)

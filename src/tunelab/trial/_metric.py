@@ -138,6 +138,6 @@ def _fix_for(value: object) -> str:
         return "convert it with float() before reporting"
     if value is None:
         return "report float('nan') for a diverged result, or skip the report"
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if type(value).__name__ in ("bool", "bool_"):  # numpy.bool_ included
         return "a bool is not a metric; convert it with float() if 1.0 / 0.0 is meant"
     return "convert it with float(), or report {'default': float(value), ...}"
