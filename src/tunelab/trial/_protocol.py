@@ -197,7 +197,7 @@ def read_parameters(trial_dir: str | os.PathLike[str]) -> ParameterRecord:
 
 def read_metrics(
     path: str | os.PathLike[str], start_offset: int = 0
-) -> tuple[list[MetricRecord], int]:
+) -> tuple[list[dict[str, Any]], int]:
     """Parse the complete lines of a metrics file from a byte offset.
 
     A partial last line (a trial writing it right now) is left for the next call. A line that
@@ -209,8 +209,8 @@ def read_metrics(
         start_offset: where the previous call stopped (0 the first time).
 
     Returns:
-        The records in file order, and the offset just after the last complete line, to pass
-        as ``start_offset`` next time.
+        The records (shaped as :class:`MetricRecord`) in file order, and the offset just
+        after the last complete line, to pass as ``start_offset`` next time.
     """
     try:
         with open(path, "rb") as file:
@@ -220,7 +220,7 @@ def read_metrics(
         return [], start_offset
 
     end = data.rfind(b"\n") + 1
-    records: list[MetricRecord] = []
+    records: list[dict[str, Any]] = []
     offset = start_offset
     for raw in data[:end].splitlines(keepends=True):
         record = _parse_metric_line(raw)
@@ -258,7 +258,7 @@ def count_lines(fd: int, start: int, end: int) -> tuple[int, bool]:
     return count, last == b"\n"
 
 
-def _parse_metric_line(raw: bytes) -> MetricRecord | None:
+def _parse_metric_line(raw: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(raw)
     except ValueError:
@@ -273,7 +273,7 @@ def _parse_metric_line(raw: bytes) -> MetricRecord | None:
         return None
     if not isinstance(record.get("time"), (int, float)):
         return None
-    return record  # type: ignore[return-value]
+    return record
 
 
 def _short_repr(value: object, limit: int = 80) -> str:
