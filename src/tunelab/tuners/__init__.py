@@ -1,0 +1,23 @@
+"""Tuners: the Tuner contract, NNI's built-in names, one module per algorithm.
+
+``create_tuner(name, class_args)`` builds a tuner from a config's ``tuner`` section; see
+:class:`Tuner` for the contract every tuner follows.
+"""
+
+from tunelab.tuners._base import Observation, Tuner
+from tunelab.tuners._grid import GridSearchTuner
+from tunelab.tuners._random import RandomTuner
+from tunelab.tuners._registry import available_tuners, create_tuner, register_tuner
+from tunelab.tuners._tpe import TpeArguments, TpeTuner
+
+__all__ = [
+    "GridSearchTuner",
+    "Observation",
+    "RandomTuner",
+    "TpeArguments",
+    "TpeTuner",
+    "Tuner",
+    "available_tuners",
+    "create_tuner",
+    "register_tuner",
+]
