@@ -344,8 +344,8 @@ def read_value(param: Parameter, value: Any) -> float | None:
         return nearest if math.isclose(nearest, number, rel_tol=1e-9, abs_tol=1e-12) else None
     if not param.is_normal and not param.low <= number <= param.high:
         return None
-    if param.is_log and number <= 0:
-        return None
+    if param.is_log and (number < 0 or (number == 0 and param.q is None)):
+        return None  # round(exp(x) / q) * q may be 0; exp(x) never is
     return number
 
 
