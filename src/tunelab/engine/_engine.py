@@ -182,7 +182,7 @@ class Engine:
                 self._set_status(st.STOPPED)
                 return
             self._check_trial_deadlines()
-            self._collect_running_metrics()
+            await self._collect_running_metrics()
             await self._fill_slots()
             if not self._can_submit() and not self._live:
                 self._set_status(st.DONE)
@@ -309,7 +309,7 @@ class Engine:
         assert live.handle is not None
         try:
             exit_info = await self.service.wait(live.handle)
-            self._collect_metrics(live)
+            await self._collect_metrics(live)
             state, reason = live.end_state or self._state_from_exit(exit_info)
             self._finish_trial(live, state, reason, exit_info.exit_code)
             await self._tell_tuner_end(live, state)
@@ -352,14 +352,14 @@ class Engine:
 
     # -- metrics ---------------------------------------------------------------------------
 
-    def _collect_running_metrics(self) -> None:
+    async def _collect_running_metrics(self) -> None:
         for live in list(self._live.values()):
             if live.handle is not None:
-                self._collect_metrics(live)
+                await self._collect_metrics(live)
 
-    def _collect_metrics(self, live: _Live) -> None:
+    async def _collect_metrics(self, live: _Live) -> None:
         assert live.handle is not None
-        lines = self.service.read_metrics(live.handle)
+        lines = await self.service.read_metrics(live.handle)
         if not lines:
             return
         record = live.record

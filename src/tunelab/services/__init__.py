@@ -1,9 +1,16 @@
 """Training services: where trials run. One contract (:class:`TrainingService`), one
-conformance suite, several places: this machine now, SSH hosts and Ray clusters next."""
+conformance suite (tests/conformance), several places: this machine, SSH hosts, Ray clusters.
+``create_service(config)`` builds the one a config asks for."""
 
 from tunelab.services._base import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
+from tunelab.services._factory import (
+    create_service,
+    fake_gpus,
+    register_hybrid,
+    register_platform,
+)
 from tunelab.services._gpu import GpuInfo, GpuProbe, GpuScheduler, nvml_probe
-from tunelab.services._local import LocalTrainingService
+from tunelab.services._local import LocalTrainingService, kill_tree
 
 __all__ = [
     "GpuInfo",
@@ -15,5 +22,10 @@ __all__ = [
     "TrialExit",
     "TrialHandle",
     "TrialSpec",
+    "create_service",
+    "fake_gpus",
+    "kill_tree",
     "nvml_probe",
+    "register_hybrid",
+    "register_platform",
 ]

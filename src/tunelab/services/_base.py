@@ -5,25 +5,40 @@ reports how each one ended, gives the engine the metrics each trial wrote, and e
 process trees on request. It decides nothing else: which trial runs, when, how often and what
 its state is are the engine's decisions (DESIGN.md rule 1).
 
-Who calls what, and when:
+Who calls what, and when (all on the manager's event loop; a method that does blocking I/O
+must be ``async`` or run it in an executor):
 
-1. ``start()`` once, before anything else; ``close()`` once at the end, after every trial has
-   ended. ``check_feasible(gpu_number)`` at creation, before ``start``: it raises
+1. ``check_feasible(gpu_number)`` at creation, before ``start``: it raises
    :class:`~tunelab.errors.ConfigError` for a request that can never be met (GPUs asked for
    where there are none), so that a trial never waits for ever.
-2. For a trial the engine wants to run: ``place(spec)`` returns a :class:`Placement` (the
-   resources are then held for that trial) or a string, the reason it must wait (shown to the
-   user, for instance ``"waiting: no free GPU (2 of 2 in use)"``). The engine asks again when
-   a trial ends.
-3. ``launch(spec, placement)`` writes the trial's parameters where the trial reads them, then
-   starts the trial's process and returns a handle. It raises ``OSError`` if the process could
-   not be started; the engine marks that trial FAILED with the message.
-4. ``wait(handle)`` returns a :class:`TrialExit` once the trial's process has ended, and only
-   then; the service frees the placement before it returns. ``read_metrics(handle)`` returns
-   the metric records written since the previous call (never the same record twice within
-   one manager's life; across restarts the engine drops repeats by line number).
-5. ``cancel(handle)`` ends the trial's whole process tree (a polite signal, then a kill after a
+2. ``start()`` once, before any trial (connect, upload the code); ``close()`` once at the
+   end, after every trial has ended or been handed back (a manager that stops leaves nothing
+   behind; a manager that is killed leaves its trials running, to be re-attached).
+3. For a trial the engine wants to run: ``place(spec)`` returns a :class:`Placement` (the
+   resources are then held for that trial) or a string, the reason it must wait, shown to
+   the user (``"waiting: no free GPU (2 of 2 in use)"``, ``"host b unreachable, retrying in
+   10 s"``). The engine asks again when a trial ends and at its regular ticks.
+4. ``launch(spec, placement)`` writes the trial's parameters where the trial reads them, then
+   starts the trial under its supervisor and returns a handle. It raises ``OSError`` if the
+   trial could not be started; the engine marks that trial FAILED with the message.
+   ``handle.state()`` is a JSON-able dict that the engine stores at once: it is what
+   ``reattach`` needs to find the trial again after a manager restart.
+5. ``wait(handle)`` returns a :class:`TrialExit` once the trial's process has ended, and only
+   then; the service frees the placement before it returns, and by then the trial's
+   ``trial.stdout``, ``trial.stderr`` and ``metrics.jsonl`` are in ``spec.trial_dir`` on the
+   manager's machine (a remote service copies them back).
+6. ``read_metrics(handle)`` returns the metric records written since the previous call, in
+   file order (never the same record twice within one handle's life; across restarts the
+   engine drops repeats by their ``seq``).
+7. ``cancel(handle)`` ends the trial's whole process tree (a polite signal, then a kill after a
    grace period); ``wait`` then returns as usual.
+8. ``reattach(spec, placement, state)`` after a manager restart, for each trial the store says
+   was running: returns a handle if the trial still runs or has ended with its exit code
+   recorded (``wait`` then returns at once), holding its placement again; returns None when
+   nothing of it is left, and the engine runs it again. ``read_metrics`` on a re-attached
+   handle starts from the beginning of the metrics file.
+9. ``cleanup(experiment_id)`` when an experiment is deleted: removes what the service left
+   elsewhere (remote folders). The local folders are the engine's to remove.
 """
 
 from __future__ import annotations
@@ -54,13 +69,23 @@ class TrialSpec:
 
 @dataclass
 class Placement:
-    """Resources held for one trial: the GPU indices it may use (None: no GPU scheduling)."""
+    """Resources held for one trial: where it runs, and the GPU indices it may use (None: no
+    GPU scheduling; [] : no GPU visible)."""
 
     gpu_indices: list[int] | None = None
     host: str = "local"
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "gpuIndices": self.gpu_indices}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Placement:
+        data = data or {}
+        indices = data.get("gpuIndices")
+        return cls(
+            gpu_indices=None if indices is None else [int(i) for i in indices],
+            host=str(data.get("host", "local")),
+        )
 
 
 @dataclass
@@ -69,8 +94,11 @@ class TrialExit:
 
     exit_code: int | None
     signal: int | None = None
+    message: str | None = None
 
     def describe(self) -> str:
+        if self.message:
+            return self.message
         if self.signal is not None:
             return f"killed by signal {self.signal}"
         if self.exit_code is None:
@@ -84,6 +112,10 @@ class TrialHandle:
     def __init__(self, spec: TrialSpec, placement: Placement) -> None:
         self.spec = spec
         self.placement = placement
+
+    def state(self) -> dict[str, Any]:
+        """What ``reattach`` needs to find this trial again (JSON values only)."""
+        return {}
 
 
 class TrainingService(abc.ABC):
@@ -110,7 +142,16 @@ class TrainingService(abc.ABC):
     async def wait(self, handle: TrialHandle) -> TrialExit: ...
 
     @abc.abstractmethod
-    def read_metrics(self, handle: TrialHandle) -> list[dict[str, Any]]: ...
+    async def read_metrics(self, handle: TrialHandle) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
     async def cancel(self, handle: TrialHandle) -> None: ...
+
+    async def reattach(
+        self, spec: TrialSpec, placement: Placement, state: dict[str, Any]
+    ) -> TrialHandle | None:
+        """Find a trial started by an earlier manager; None when nothing of it is left."""
+        return None
+
+    async def cleanup(self, experiment_id: str) -> None:  # noqa: B027 - optional hook
+        """Remove what this service left outside the experiment's folder."""

@@ -119,6 +119,11 @@ class GpuScheduler:
             self._in_use[index] = self._in_use.get(index, 0) + 1
         return sorted(chosen)
 
+    def hold(self, indices: Sequence[int]) -> None:
+        """Count GPUs as used by a trial again (a trial re-attached after a restart)."""
+        for index in indices:
+            self._in_use[index] = self._in_use.get(index, 0) + 1
+
     def release(self, indices: Sequence[int]) -> None:
         for index in indices:
             left = self._in_use.get(index, 0) - 1

@@ -2,10 +2,13 @@
 
 Each trial runs under a tiny supervisor, a bash wrapper that records its own pid, runs the
 trial command with bash (as NNI does) and writes the command's exit code to the trial folder,
-so that the exit code survives a manager that died meanwhile. The wrapper leads a new process
-group; cancelling a trial ends that group and every descendant found by walking the process
-tree, so children that left the group end too. A bash wrapper rather than a Python one keeps
-the cost per trial to about a millisecond on top of the trial's own start-up.
+so that the exit code survives a manager that died meanwhile. The wrapper leads a new session
+and process group, so a manager killed with SIGKILL leaves its trials running; the next
+manager re-attaches them by the wrapper's pid and start time (:meth:`reattach`) and learns how
+they ended from the exit-code file. Cancelling a trial ends its process group and every
+descendant found by walking the process tree, so children that left the group end too. A bash
+wrapper rather than a Python one keeps the cost per trial to about a millisecond on top of the
+trial's own start-up.
 
 stdout and stderr go straight to ``trial.stdout`` and ``trial.stderr`` in the trial folder;
 metrics are read from the trial's ``metrics.jsonl`` (see :mod:`tunelab.trial`).
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
@@ -26,9 +28,9 @@ import psutil
 from tunelab.compat import nni_path
 from tunelab.services._base import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
 from tunelab.services._gpu import GpuProbe, GpuScheduler, nvml_probe
-from tunelab.trial import METRICS_FILE, PARAMETERS_FILE, read_metrics
+from tunelab.trial import METRICS_FILE, read_metrics, trial_env, write_parameters
 
-__all__ = ["LocalTrainingService"]
+__all__ = ["LocalTrainingService", "kill_tree"]
 
 PID_FILE = ".pid"
 EXIT_CODE_FILE = ".exitcode"
@@ -43,47 +45,20 @@ _WRAPPER = (
     'printf "%s\\n" "$code" > "$TUNELAB_TRIAL_DIR/' + EXIT_CODE_FILE + '"\n'
     'exit "$code"\n'
 )
+_POLL_SECONDS = 0.2
 
 
 class _LocalHandle(TrialHandle):
     def __init__(self, spec: TrialSpec, placement: Placement) -> None:
         super().__init__(spec, placement)
         self.process: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+        self.create_time: float | None = None
         self.metrics_offset = 0
+        self.released = False
 
-
-def trial_environment(spec: TrialSpec, platform: str) -> dict[str, str]:
-    """The variables a trial process sees, tunelab's and NNI's names alike."""
-    trial_dir = str(spec.trial_dir)
-    env = {
-        "TUNELAB_PLATFORM": platform,
-        "TUNELAB_EXPERIMENT_ID": spec.experiment_id,
-        "TUNELAB_TRIAL_ID": spec.trial_id,
-        "TUNELAB_SEQUENCE_ID": str(spec.sequence),
-        "TUNELAB_TRIAL_DIR": trial_dir,
-        "NNI_PLATFORM": platform,
-        "NNI_EXP_ID": spec.experiment_id,
-        "NNI_TRIAL_JOB_ID": spec.trial_id,
-        "NNI_TRIAL_SEQ_ID": str(spec.sequence),
-        "NNI_SYS_DIR": trial_dir,
-        "NNI_OUTPUT_DIR": trial_dir,
-        "NNI_CODE_DIR": str(spec.code_dir),
-    }
-    env.update(spec.env)
-    return env
-
-
-def write_parameters(spec: TrialSpec) -> None:
-    """Write the trial's parameters file atomically, before its process starts."""
-    record = {
-        "parameter_id": spec.sequence,
-        "parameter_source": spec.parameter_source,
-        "parameters": spec.parameters,
-    }
-    path = spec.trial_dir / PARAMETERS_FILE
-    tmp = path.with_name(PARAMETERS_FILE + ".tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
+    def state(self) -> dict[str, Any]:
+        return {"pid": self.pid, "createTime": self.create_time}
 
 
 def kill_tree(pid: int, sig: int) -> None:
@@ -99,8 +74,18 @@ def kill_tree(pid: int, sig: int) -> None:
             child.send_signal(sig)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class LocalTrainingService(TrainingService):
-    """Runs trials as subprocesses of the manager.
+    """Runs trials as processes on this machine.
 
     Args:
         gpu_indices, max_trials_per_gpu, use_active_gpu: the local GPU settings.
@@ -143,10 +128,25 @@ class LocalTrainingService(TrainingService):
         spec.trial_dir.mkdir(parents=True, exist_ok=True)
         for stale in (EXIT_CODE_FILE, PID_FILE):
             (spec.trial_dir / stale).unlink(missing_ok=True)
-        write_parameters(spec)
+        write_parameters(
+            spec.trial_dir,
+            spec.parameters,
+            parameter_id=spec.sequence,
+            parameter_source=spec.parameter_source,  # type: ignore[arg-type]
+        )
 
         env = dict(self._base_env)
-        env.update(trial_environment(spec, self.platform))
+        env.update(
+            trial_env(
+                experiment_id=spec.experiment_id,
+                trial_id=spec.trial_id,
+                sequence_id=spec.sequence,
+                trial_dir=spec.trial_dir,
+                platform=self.platform,
+                code_dir=spec.code_dir,
+            )
+        )
+        env.update(spec.env)
         if placement.gpu_indices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, placement.gpu_indices))
         with (
@@ -170,39 +170,82 @@ class LocalTrainingService(TrainingService):
             except OSError:
                 self._release(handle)
                 raise
+        handle.pid = handle.process.pid
+        with contextlib.suppress(psutil.Error):
+            handle.create_time = psutil.Process(handle.pid).create_time()
         return handle
 
+    async def reattach(
+        self, spec: TrialSpec, placement: Placement, state: dict[str, Any]
+    ) -> TrialHandle | None:
+        pid, create_time = state.get("pid"), state.get("createTime")
+        if not isinstance(pid, int):
+            return None
+        handle = _LocalHandle(spec, placement)
+        handle.pid = pid
+        handle.create_time = float(create_time) if create_time is not None else None
+        running = self._same_process(handle) or (
+            _group_alive(pid) and (spec.trial_dir / PID_FILE).exists()
+        )
+        if not running and not (spec.trial_dir / EXIT_CODE_FILE).exists():
+            return None
+        if placement.gpu_indices:
+            self._gpus.hold(placement.gpu_indices)
+        return handle
+
+    @staticmethod
+    def _same_process(handle: _LocalHandle) -> bool:
+        if handle.pid is None:
+            return False
+        try:
+            process = psutil.Process(handle.pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return (
+                handle.create_time is None or abs(process.create_time() - handle.create_time) < 1.0
+            )
+        except psutil.Error:
+            return False
+
     async def wait(self, handle: TrialHandle) -> TrialExit:
-        assert isinstance(handle, _LocalHandle) and handle.process is not None
-        returncode = await handle.process.wait()
+        assert isinstance(handle, _LocalHandle) and handle.pid is not None
+        if handle.process is not None:
+            returncode: int | None = await handle.process.wait()
+        else:
+            # Re-attached: not our child, so poll until its whole group has gone.
+            while self._same_process(handle) or _group_alive(handle.pid):
+                await asyncio.sleep(_POLL_SECONDS)
+            returncode = None
         # The trial has ended: whatever it left running in its group goes with it.
-        kill_tree(handle.process.pid, signal.SIGKILL)
+        kill_tree(handle.pid, signal.SIGKILL)
         self._release(handle)
         return exit_from_files(handle.spec.trial_dir, returncode)
 
-    def read_metrics(self, handle: TrialHandle) -> list[dict[str, Any]]:
+    async def read_metrics(self, handle: TrialHandle) -> list[dict[str, Any]]:
         assert isinstance(handle, _LocalHandle)
         path = handle.spec.trial_dir / METRICS_FILE
-        if not path.exists():
-            return []
         records, handle.metrics_offset = read_metrics(path, handle.metrics_offset)
         return records
 
     async def cancel(self, handle: TrialHandle) -> None:
         assert isinstance(handle, _LocalHandle)
-        process = handle.process
-        if process is None or process.returncode is not None:
+        if handle.pid is None or not (self._same_process(handle) or _group_alive(handle.pid)):
             return
-        kill_tree(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), self._kill_grace)
-        except asyncio.TimeoutError:
-            kill_tree(process.pid, signal.SIGKILL)
+        kill_tree(handle.pid, signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + self._kill_grace
+        while asyncio.get_running_loop().time() < deadline:
+            if handle.process is not None and handle.process.returncode is not None:
+                break
+            if handle.process is None and not _group_alive(handle.pid):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            kill_tree(handle.pid, signal.SIGKILL)
 
-    def _release(self, handle: TrialHandle) -> None:
-        if handle.placement.gpu_indices:
+    def _release(self, handle: _LocalHandle) -> None:
+        if handle.placement.gpu_indices and not handle.released:
             self._gpus.release(handle.placement.gpu_indices)
-            handle.placement.gpu_indices = []
+        handle.released = True
 
 
 def exit_from_files(trial_dir: Path, returncode: int | None) -> TrialExit:

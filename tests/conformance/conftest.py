@@ -1,0 +1,126 @@
+"""One conformance suite for every training service (DESIGN.md rule 8).
+
+Each service is given to the tests as a :class:`ServiceKit`: how to build the service (with an
+injected GPU probe), where the trial code lives, and the command that runs a trial there.
+Only the kit differs between services; the tests are the same. A service joins the suite by
+adding a kit to ``KITS`` below (with its own fixtures: real sshd servers on loopback for
+remote, a real local Ray cluster for ray).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import textwrap
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tunelab.services import GpuInfo, LocalTrainingService, TrainingService, TrialSpec
+
+T = TypeVar("T")
+
+# One trial script does every job the suite needs, chosen by its parameters.
+TRIAL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    import tunelab
+
+    p = tunelab.get_next_parameter()
+    mode = p.get("mode", "ok")
+    print("stdout of", tunelab.get_trial_id(), flush=True)
+    print("stderr of", tunelab.get_trial_id(), file=sys.stderr, flush=True)
+    if mode == "env":
+        keys = [k for k in os.environ if k.startswith(("TUNELAB_", "NNI_"))]
+        keys.append("CUDA_VISIBLE_DEVICES")
+        seen = {k: os.environ.get(k) for k in keys}
+        seen["cwd"] = os.getcwd()
+        with open(os.path.join(os.environ["TUNELAB_TRIAL_DIR"], "env.json"), "w") as f:
+            json.dump(seen, f)
+    for step in range(p.get("steps", 3)):
+        tunelab.report_intermediate_result(step / 10)
+        time.sleep(p.get("step_sleep", 0))
+    if mode == "child":
+        child = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(os.environ["TUNELAB_TRIAL_DIR"], "child.pid"), "w") as f:
+            f.write(str(child.pid))
+    if mode in ("sleep", "child"):
+        time.sleep(p.get("seconds", 300))
+    if mode == "fail":
+        sys.exit(3)
+    tunelab.report_final_result({"default": 0.5 + p.get("x", 0), "extra": "kept"})
+    """
+)
+
+
+@dataclass
+class ServiceKit:
+    """How one training service is built and used by the suite."""
+
+    platform: str
+    make: Callable[..., TrainingService]
+    code_dir: Path
+    python: str
+    root: Path
+    experiment_id: str = "conform"
+    started: list[TrainingService] = field(default_factory=list)
+
+    def spec(self, sequence: int, parameters: dict[str, Any], **extra: Any) -> TrialSpec:
+        trial_id = f"t{sequence:04d}"
+        return TrialSpec(
+            experiment_id=self.experiment_id,
+            trial_id=trial_id,
+            sequence=sequence,
+            command=f"{shlex.quote(self.python)} trial.py",
+            code_dir=self.code_dir,
+            trial_dir=self.root / "trials" / trial_id,
+            parameters=parameters,
+            **extra,
+        )
+
+    async def service(self, gpus: list[GpuInfo] | None = None, **options: Any) -> TrainingService:
+        """A started service; the kit closes it when the test's coroutine ends."""
+        service = self.make(gpus=gpus, **options)
+        await service.start()
+        self.started.append(service)
+        return service
+
+    def run(self, body: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120) -> T:
+        """Run a test's coroutine on a fresh event loop with an outer time limit, then close
+        the services it started on that same loop."""
+
+        async def main() -> T:
+            try:
+                return await asyncio.wait_for(body(), timeout)
+            finally:
+                for service in self.started:
+                    await service.close()
+                self.started.clear()
+
+        return asyncio.run(main())
+
+
+def _local_kit(tmp_path: Path) -> ServiceKit:
+    code_dir = tmp_path / "code dir"
+    code_dir.mkdir()
+    (code_dir / "trial.py").write_text(TRIAL_SCRIPT, encoding="utf-8")
+
+    def make(gpus: list[GpuInfo] | None = None, **options: Any) -> TrainingService:
+        probe = (lambda: gpus) if gpus is not None else (lambda: [])
+        return LocalTrainingService(gpu_probe=probe, kill_grace=1.0, **options)
+
+    return ServiceKit("local", make, code_dir, sys.executable, tmp_path)
+
+
+KITS: dict[str, Callable[[Path, pytest.FixtureRequest], ServiceKit]] = {
+    "local": lambda tmp_path, request: _local_kit(tmp_path),
+}
+
+
+@pytest.fixture(params=sorted(KITS))
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceKit]:
+    yield KITS[request.param](tmp_path, request)
