@@ -73,7 +73,7 @@ def _load(config_file: str) -> dict[str, Any]:
             + config.v2_yaml(),
             markup=False,
         )
-    config_json = config.to_json()
+    config_json = config.to_json(include_secrets=True)
     prepare(config_json)
     return config_json
 
@@ -107,7 +107,8 @@ def _start_manager(
         experiment_id,
         "--port",
         str(port),
-        "--create",
+        "--action",
+        "create",
     ]
     if explicit_port:
         command.append("--explicit-port")
@@ -121,13 +122,13 @@ def _start_manager(
                 start_new_session=True,
             )
         assert process.stdin is not None
-        process.stdin.write(json.dumps(config_json).encode("utf-8"))
+        process.stdin.write(json.dumps({"config": config_json}).encode("utf-8"))
         process.stdin.close()
     except OSError:
         remove()
         raise
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while True:
         if (exp_dir / MANAGER_FILE).exists():
             return experiment_id, exp_dir
@@ -140,7 +141,7 @@ def _start_manager(
             process.kill()
             process.wait()
             remove()
-            raise RuntimeError("the manager did not start within 60 s")
+            raise RuntimeError("the manager did not start within 300 s")
         time.sleep(0.02)
 
 

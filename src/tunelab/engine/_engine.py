@@ -1,4 +1,4 @@
-"""The experiment loop: trial states, scheduling, budgets.
+"""The experiment loop: trial states, scheduling, budgets, resume.
 
 The engine owns the loop and every piece of bookkeeping (DESIGN.md rule 1): it asks the tuner
 for parameters when a slot is free, asks the training service to place and start the trial,
@@ -7,10 +7,22 @@ RUNNING, NO_MORE_TRIAL and DONE. Each change is committed to the store before it
 (rule 3). Tuner calls run in one worker thread, in order, so a slow model fit never stalls the
 HTTP API that shares this event loop (rule 5).
 
-Budgets (rule 10): ``maxTrialNumber`` counts distinct trials; ``maxExperimentDuration`` counts
-the time the experiment was running. Once either is reached, no trial is started; the
-experiment is NO_MORE_TRIAL while trials still run, and DONE once the last one has ended. A
-tuner with nothing left to suggest leads to DONE the same way.
+Budgets (rule 10): ``maxTrialNumber`` counts distinct trials (user-added and rerun trials
+included); a trial that runs again after a crash or a stop keeps its number and does not count
+twice. ``maxExperimentDuration`` counts the time the experiment was running. Once either is
+reached, no trial is started; the experiment is NO_MORE_TRIAL while trials still run, and DONE
+once the last one has ended. A tuner with nothing left to suggest leads to DONE the same way.
+
+Stop: every trial is marked USER_CANCELED at once, with its end time frozen at the stop, and
+its process tree is ended; the trials are flagged to run again when the experiment resumes
+(as NNI does). A trial the user kills is USER_CANCELED for good.
+
+Resume (``run(resume=True)`` on a store written by an earlier manager, stopped or killed):
+the tuner is rebuilt by replaying the stored history in order (nothing is pickled); trials the
+store says were running are re-attached through the training service when their process still
+runs or left its exit code, and run again under the same id otherwise; waiting trials and
+trials cancelled by the stop run again. Their metrics of earlier attempts stay stored, tagged
+with the attempt.
 
 Waiting is scaled by ``TUNELAB_TIME_SCALE`` (default 1): with 0.01, a ``maxTrialDuration`` of
 10m lasts 6 s. Tests use it so that durations and deadlines cost little wall time.
@@ -25,24 +37,29 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tunelab.engine import _states as st
-from tunelab.errors import NoMoreTrials
+from tunelab.errors import NoMoreTrials, UsageError
 from tunelab.services import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
+from tunelab.space import SearchSpace
 from tunelab.store import ExperimentStore, MetricRecord, TrialRecord, new_trial_id
 from tunelab.tuners import Tuner
 
-__all__ = ["Engine", "EngineSettings", "time_scale"]
+__all__ = ["Engine", "EngineSettings", "format_seconds", "time_scale"]
 
 logger = logging.getLogger("tunelab.engine")
 T = TypeVar("T")
 
 _METRIC_POLL_SECONDS = 0.5
-_CLOCK_SAVE_SECONDS = 5.0
+_CLOCK_SAVE_SECONDS = 2.0
+
+STOP_REASON = "experiment stopped"
+KILL_REASON = "killed by user"
+RESTART_REASON = "manager restarted; the trial runs again"
 
 
 def time_scale() -> float:
@@ -77,15 +94,23 @@ class EngineSettings:
 
 @dataclass
 class _Live:
+    """A trial the engine is responsible for right now: waiting for a slot, or running."""
+
     record: TrialRecord
     handle: TrialHandle | None = None
     waiting_reason: str | None = None
     deadline: float | None = None
     end_state: tuple[str, str] | None = None  # set when the engine itself ends the trial
+    frozen: bool = False  # state and end time already written (stop, kill)
     task: asyncio.Task[None] | None = None
+    launching: bool = False
     steps: int = 0
-    final_seen: bool = False
+    next_line: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.handle is not None or self.launching
 
 
 class Engine:
@@ -118,6 +143,7 @@ class Engine:
         self.scale = time_scale()
         self.status = st.INITIALIZED
         self.errors: list[str] = []
+        self.reopened = asyncio.Event()
         self._live: dict[int, _Live] = {}
         self._wake = asyncio.Event()
         self._stop_requested = False
@@ -130,36 +156,49 @@ class Engine:
         self._last_clock_save = 0.0
         self._submitted = sum(store.count_trials().values())
         self._finished = asyncio.Event()
+        self._finished.set()
         self._pending_error: Exception | None = None
 
     # -- public ----------------------------------------------------------------------------
 
-    async def run(self) -> str:
-        """Run until the experiment is DONE, STOPPED or in ERROR; return that state."""
+    async def run(self, resume: bool = False) -> str:
+        """Run until the experiment is DONE, STOPPED or in ERROR; return that state.
+
+        Args:
+            resume: take up a store written by an earlier manager (see the module docstring).
+        """
+        self._finished.clear()
         now = time.time()
         with self.store.transaction():
-            self.store.update_experiment(status=st.RUNNING, start_time=now, end_time=None)
-            self.store.add_event("experiment_started")
+            self.store.update_experiment(status=st.RUNNING, end_time=None, error=None)
+            if self.store.experiment()["start_time"] is None:
+                self.store.update_experiment(start_time=now)
+            self.store.add_event("experiment_resumed" if resume else "experiment_started")
         self.status = st.RUNNING
+        self.errors.clear()
         self._clock_start = time.monotonic()
-        logger.info("Experiment %s running", self.experiment_id)
+        logger.info("Experiment %s %s", self.experiment_id, "resumed" if resume else "running")
         try:
+            if resume:
+                await self._recover()
             await self._loop()
         except Exception as error:  # a bug or a tuner failure must not leave trials running
             logger.exception("Experiment %s failed", self.experiment_id)
             await self._fail(f"{type(error).__name__}: {error}")
         finally:
-            self._tuner_pool.shutdown(wait=False)
             self._finished.set()
         return self.status
 
     async def stop(self) -> None:
-        """End every trial (USER_CANCELED) and the experiment (STOPPED)."""
+        """End every trial (USER_CANCELED, to run again on resume) and the experiment."""
         if self._finished.is_set():
-            return
+            return  # DONE, STOPPED or ERROR already: the state says how it ended
         self._stop_requested = True
         self._wake.set()
         await self._finished.wait()
+
+    async def close(self) -> None:
+        self._tuner_pool.shutdown(wait=False)
 
     def used_seconds(self) -> float:
         if self._clock_start is None:
@@ -171,6 +210,136 @@ class Engine:
             seq: live.waiting_reason for seq, live in self._live.items() if live.waiting_reason
         }
 
+    @property
+    def is_running(self) -> bool:
+        return not self._finished.is_set()
+
+    # -- changes asked for while the experiment runs ---------------------------------------
+
+    async def update(
+        self,
+        *,
+        concurrency: int | None = None,
+        max_trials: int | None = None,
+        max_duration: float | None = None,
+        max_duration_text: str | int | float | None = None,
+        search_space: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Change a budget, the concurrency or the search space (already validated)."""
+        info = self.store.experiment()
+        config = dict(info["config"])
+        space = None
+        if search_space is not None:
+            space = SearchSpace.from_json(search_space)
+            config["searchSpace"] = space.raw
+        if concurrency is not None:
+            config["trialConcurrency"] = concurrency
+        if max_trials is not None:
+            config["maxTrialNumber"] = max_trials
+        if max_duration is not None:
+            config["maxExperimentDuration"] = max_duration_text or max_duration
+        changes = {
+            key: value
+            for key, value in (
+                ("trialConcurrency", concurrency),
+                ("maxTrialNumber", max_trials),
+                ("maxExperimentDuration", max_duration_text or max_duration),
+                ("searchSpace", None if space is None else "updated"),
+            )
+            if value is not None
+        }
+        with self.store.transaction():
+            self.store.update_experiment(config=config)
+            self.store.add_event("experiment_updated", changes)
+
+        if space is not None:
+            await self._call_tuner(self.tuner.update_search_space, space)
+            self._tuner_exhausted = False
+        if concurrency is not None:
+            self.settings.concurrency = concurrency
+        if max_trials is not None:
+            self.settings.max_trials = max_trials
+        if max_duration is not None:
+            self.settings.max_duration = max_duration
+        logger.info("Experiment %s updated: %s", self.experiment_id, changes)
+        self._after_change()
+
+    async def add_trial(
+        self, parameters: dict[str, Any], source: str = "customized"
+    ) -> TrialRecord:
+        """Queue a trial with parameters the user chose; it counts against maxTrialNumber."""
+        limit = self.settings.max_trials
+        if limit is not None and self._submitted >= limit:
+            raise UsageError(
+                f"maxTrialNumber {limit} is reached ({self._submitted} trials); raise it with "
+                "'tunelab update trialnum' first"
+            )
+        sequence = self._next_sequence
+        live = self._add_trial(sequence, parameters, source)
+        await self._call_tuner(self.tuner.add_trial, sequence, parameters)
+        self.store.add_event("trial_added", {"source": source}, sequence)
+        self._after_change()
+        return live.record
+
+    async def rerun_trial(self, trial_id: str) -> TrialRecord:
+        """Queue a new trial with the parameters of an existing one."""
+        original = self.store.trial(trial_id)
+        if original is None:
+            raise LookupError(trial_id)
+        return await self.add_trial(dict(original.parameters), source="rerun")
+
+    async def kill_trial(self, trial_id: str) -> TrialRecord:
+        """End one trial for good (USER_CANCELED, not run again on resume)."""
+        record = self.store.trial(trial_id)
+        if record is None:
+            raise LookupError(trial_id)
+        live = self._live.get(record.sequence)
+        if live is None:
+            raise UsageError(
+                f"trial {trial_id} is {record.status}: only a waiting or running "
+                "trial can be killed"
+            )
+        self._freeze(live, st.USER_CANCELED, KILL_REASON, requeue=False)
+        if live.handle is None and not live.launching:
+            self._live.pop(record.sequence, None)
+            await self._tell_tuner_end(live, st.USER_CANCELED)
+        else:
+            await self._cancel(live)
+        self._wake.set()
+        return live.record
+
+    async def import_data(self, records: list[tuple[dict[str, Any], Any]]) -> int:
+        """Feed earlier results (parameters, metric) to the tuner; they are stored so that a
+        resumed experiment feeds them again, and are not trials."""
+        with self.store.transaction():
+            ids = self.store.add_imported(records)
+            self.store.add_event("data_imported", {"count": len(ids)})
+        await self._call_tuner(self._feed_imported, list(zip(ids, records, strict=True)))
+        self._after_change()
+        return len(ids)
+
+    def _feed_imported(self, items: list[tuple[int, tuple[dict[str, Any], Any]]]) -> None:
+        for record_id, (parameters, value) in items:
+            self._feed_one_imported(record_id, parameters, value)
+
+    def _feed_one_imported(self, record_id: int, parameters: dict[str, Any], value: Any) -> None:
+        key = -record_id  # imported results never collide with trial numbers
+        self.tuner.add_trial(key, parameters)
+        default = st.default_value(value)
+        if default is not None:
+            self.tuner.observe(key, default)
+        self.tuner.trial_end(key, default is not None)
+
+    def _after_change(self) -> None:
+        """Wake the loop; reopen an experiment that was DONE if there is work again."""
+        self._wake.set()
+        if (
+            self._finished.is_set()
+            and self.status == st.DONE
+            and (self._can_submit() or self._queued())
+        ):
+            self.reopened.set()
+
     # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -178,17 +347,21 @@ class Engine:
             if self._pending_error is not None:
                 raise self._pending_error
             if self._stop_requested:
-                await self._cancel_all(st.USER_CANCELED, "experiment stopped")
+                await self._cancel_all(st.USER_CANCELED, STOP_REASON)
                 self._set_status(st.STOPPED)
                 return
             self._check_trial_deadlines()
+            self._end_queued_after_deadline()
             await self._collect_running_metrics()
             await self._fill_slots()
-            if not self._can_submit() and not self._live:
+            can_submit = self._can_submit()
+            if not can_submit and not self._live:
                 self._set_status(st.DONE)
                 return
-            if not self._can_submit() and self.status == st.RUNNING:
+            if not can_submit and not self._queued() and self.status == st.RUNNING:
                 self._set_status(st.NO_MORE_TRIAL)
+            elif can_submit and self.status == st.NO_MORE_TRIAL:
+                self._set_status(st.RUNNING)
             self._save_clock()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._sleep_time())
@@ -209,30 +382,51 @@ class Engine:
         return self.settings.max_duration * self.scale
 
     def _can_submit(self) -> bool:
+        """Whether a new trial may still be submitted (budgets left, tuner not exhausted)."""
         if self._tuner_exhausted:
             return False
         limit = self.settings.max_trials
         if limit is not None and self._submitted >= limit:
             return False
-        if self.settings.max_duration is not None:
-            return self.used_seconds() < self._duration_limit()
-        return True
+        return not self._duration_exceeded()
+
+    def _duration_exceeded(self) -> bool:
+        if self.settings.max_duration is None:
+            return False
+        return self.used_seconds() >= self._duration_limit()
+
+    def _queued(self) -> list[_Live]:
+        return sorted(
+            (live for live in self._live.values() if not live.running and not live.frozen),
+            key=lambda live: live.record.sequence,
+        )
+
+    def _running_count(self) -> int:
+        return sum(1 for live in self._live.values() if live.running)
 
     async def _fill_slots(self) -> None:
-        # Trials already waiting for resources go first, in order.
-        for live in sorted(self._live.values(), key=lambda item: item.record.sequence):
-            if live.handle is None and live.task is None:
-                await self._try_start(live)
-        while self._can_submit() and len(self._live) < self.settings.concurrency:
-            if any(live.handle is None for live in self._live.values()):
-                return  # something is waiting for resources; don't queue more behind it
+        # Trials already queued (waiting for a slot or resources, rerun, user-added) go first.
+        # After the duration budget, queued trials are not started either.
+        for live in self._queued():
+            if self._running_count() >= self.settings.concurrency:
+                return
+            if self._duration_exceeded():
+                return
+            await self._try_start(live)
+            if not live.running:
+                return  # waiting for resources; don't start later trials around it
+        while self._can_submit() and self._running_count() < self.settings.concurrency:
+            if self._queued():
+                return
             sequence = self._next_sequence
             try:
                 parameters = await self._call_tuner(self.tuner.suggest, sequence)
-            except NoMoreTrials:
+            except NoMoreTrials as reason:
                 self._tuner_exhausted = True
-                logger.info("Experiment %s: the tuner has nothing left", self.experiment_id)
-                self.store.add_event("tuner_no_more_trials")
+                logger.info(
+                    "Experiment %s: the tuner has nothing left (%s)", self.experiment_id, reason
+                )
+                self.store.add_event("tuner_no_more_trials", {"reason": str(reason)})
                 return
             live = self._add_trial(sequence, parameters, "algorithm")
             await self._try_start(live)
@@ -277,7 +471,7 @@ class Engine:
             code_dir=self.settings.code_dir,
             trial_dir=self.exp_dir / "trials" / record.trial_id,
             parameters=record.parameters,
-            parameter_source=record.source,
+            parameter_source="resumed" if record.attempts else _source(record.source),
             gpu_number=self.settings.gpu_number,
         )
 
@@ -285,25 +479,36 @@ class Engine:
         record = live.record
         record.attempts += 1
         record.start_time = time.time()
+        record.end_time = None
         with self.store.transaction():
             self.store.update_trial(
                 record.sequence,
                 status=st.TRIAL_RUNNING,
                 start_time=record.start_time,
+                end_time=None,
                 attempts=record.attempts,
                 reason=None,
                 placement=placement.to_json(),
+                requeue=0,
             )
         record.status = st.TRIAL_RUNNING
+        live.launching = True
+        live.steps = 0
         try:
-            live.handle = await self.service.launch(spec, placement)
+            handle = await self.service.launch(spec, placement)
         except OSError as error:
+            live.launching = False
             self._finish_trial(live, st.FAILED, f"could not start: {error}", None)
+            await self._tell_tuner_end(live, st.FAILED)
             return
+        live.handle, live.launching = handle, False
+        self.store.update_trial(record.sequence, handle=handle.state())
         if self.settings.max_trial_duration is not None:
             live.deadline = time.monotonic() + self.settings.max_trial_duration * self.scale
         live.task = asyncio.get_running_loop().create_task(self._watch(live))
         logger.info("Trial %s started (#%d)", record.trial_id, record.sequence)
+        if live.frozen:  # killed while it was being launched
+            await self._cancel(live)
 
     async def _watch(self, live: _Live) -> None:
         assert live.handle is not None
@@ -328,6 +533,11 @@ class Engine:
 
     def _finish_trial(self, live: _Live, state: str, reason: str, exit_code: int | None) -> None:
         record = live.record
+        self._live.pop(record.sequence, None)
+        if live.frozen:
+            # State, reason and end time were written when the stop or kill was asked for.
+            self.store.update_trial(record.sequence, exit_code=exit_code)
+            return
         record.status, record.reason, record.end_time = state, reason, time.time()
         with self.store.transaction():
             self.store.update_trial(
@@ -340,12 +550,36 @@ class Engine:
             self.store.add_event(
                 "trial_ended", {"status": state, "reason": reason}, record.sequence
             )
-        self._live.pop(record.sequence, None)
         log = logger.info if state == st.SUCCEEDED else logger.warning
         log("Trial %s %s: %s", record.trial_id, state.lower(), reason)
 
+    def _freeze(self, live: _Live, state: str, reason: str, requeue: bool) -> None:
+        """Write a trial's end now (stop, kill), before its process is ended."""
+        if live.frozen:
+            return
+        record = live.record
+        record.status, record.reason, record.end_time = state, reason, time.time()
+        record.requeue = requeue
+        with self.store.transaction():
+            self.store.update_trial(
+                record.sequence,
+                status=state,
+                reason=reason,
+                end_time=record.end_time,
+                requeue=int(requeue),
+            )
+            self.store.add_event(
+                "trial_ended", {"status": state, "reason": reason}, record.sequence
+            )
+        live.end_state = (state, reason)
+        live.frozen = True
+        live.waiting_reason = None
+        logger.info("Trial %s %s: %s", record.trial_id, state.lower(), reason)
+
     async def _tell_tuner_end(self, live: _Live, state: str) -> None:
         record = live.record
+        if live.frozen and record.requeue:
+            return  # it runs again on resume; the tuner hears of its end then
         if record.final_default is not None:
             await self._call_tuner(self.tuner.observe, record.sequence, record.final_default)
         await self._call_tuner(self.tuner.trial_end, record.sequence, state == st.SUCCEEDED)
@@ -370,9 +604,9 @@ class Engine:
             kind = line.get("type")
             if not isinstance(seq, int) or kind not in ("INTERMEDIATE", "FINAL"):
                 continue
-            if seq < live.extra.get("next_line", 0):
-                continue  # already stored (a rerun re-reads the earlier attempt's lines)
-            live.extra["next_line"] = seq + 1
+            if seq < live.next_line:
+                continue  # already stored (an earlier attempt, or before a restart)
+            live.next_line = seq + 1
             value = line.get("value")
             default = st.default_value(value)
             if kind == "INTERMEDIATE":
@@ -392,6 +626,7 @@ class Engine:
                     value,
                     default,
                     float(line.get("time") or time.time()),
+                    max(record.attempts, 1),
                 )
             )
         if not stored:
@@ -402,6 +637,68 @@ class Engine:
                 self.store.update_trial(
                     record.sequence, final=record.final, final_default=record.final_default
                 )
+
+    # -- resume ----------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        trials = self.store.trials()
+        await self._call_tuner(self._replay, trials, self.store.imported())
+        last_lines = self.store.last_metric_lines()
+        for record in trials:
+            if record.status == st.TRIAL_RUNNING:
+                await self._reattach(record, last_lines.get(record.sequence, -1) + 1)
+            elif record.status == st.WAITING or record.requeue:
+                self._requeue(record, last_lines.get(record.sequence, -1) + 1, None)
+
+    def _replay(
+        self, trials: list[TrialRecord], imported: list[tuple[int, dict[str, Any], Any]]
+    ) -> None:
+        for record_id, parameters, value in imported:
+            self._feed_one_imported(record_id, parameters, value)
+        for record in trials:
+            self.tuner.add_trial(record.sequence, record.parameters)
+            finished = record.status in st.FINISHED_TRIAL_STATES and not record.requeue
+            if finished and record.final_default is not None:
+                self.tuner.observe(record.sequence, record.final_default)
+            if finished:
+                self.tuner.trial_end(record.sequence, record.status == st.SUCCEEDED)
+
+    async def _reattach(self, record: TrialRecord, next_line: int) -> None:
+        spec = self._spec(record)
+        placement = Placement.from_json(record.placement)
+        try:
+            handle = await self.service.reattach(spec, placement, record.handle or {})
+        except Exception:
+            logger.exception("Trial %s: could not re-attach", record.trial_id)
+            handle = None
+        if handle is None:
+            self._requeue(record, next_line, RESTART_REASON)
+            return
+        live = _Live(record, handle=handle, next_line=next_line)
+        live.steps = self.store.attempt_metric_counts(record.sequence, record.attempts)
+        limit = self.settings.max_trial_duration
+        if limit is not None and record.start_time is not None:
+            left = limit * self.scale - (time.time() - record.start_time)
+            live.deadline = time.monotonic() + max(0.0, left)
+        self._live[record.sequence] = live
+        live.task = asyncio.get_running_loop().create_task(self._watch(live))
+        self.store.add_event("trial_reattached", None, record.sequence)
+        logger.info("Trial %s re-attached (#%d)", record.trial_id, record.sequence)
+
+    def _requeue(self, record: TrialRecord, next_line: int, reason: str | None) -> None:
+        record.status, record.reason, record.end_time = st.WAITING, reason, None
+        record.final, record.final_default, record.requeue = None, None, False
+        with self.store.transaction():
+            self.store.update_trial(
+                record.sequence,
+                status=st.WAITING,
+                reason=reason,
+                end_time=None,
+                final=None,
+                final_default=None,
+                requeue=0,
+            )
+        self._live[record.sequence] = _Live(record, next_line=next_line)
 
     # -- deadlines, budgets, cancel --------------------------------------------------------
 
@@ -418,6 +715,17 @@ class Engine:
                 live.deadline = None
                 asyncio.get_running_loop().create_task(self._cancel(live))
 
+    def _end_queued_after_deadline(self) -> None:
+        """Trials still waiting for a slot when maxExperimentDuration runs out do not start;
+        they run if the experiment is resumed with more time."""
+        if not self._duration_exceeded():
+            return
+        limit = format_seconds(self.settings.max_duration or 0)
+        for live in self._queued():
+            reason = f"maxExperimentDuration {limit} reached before the trial could start"
+            self._freeze(live, st.SYS_CANCELED, reason, requeue=True)
+            self._live.pop(live.record.sequence, None)
+
     async def _cancel(self, live: _Live) -> None:
         if live.handle is not None:
             await self.service.cancel(live.handle)
@@ -425,12 +733,12 @@ class Engine:
     async def _cancel_all(self, state: str, reason: str) -> None:
         self._set_status(st.STOPPING)
         for live in list(self._live.values()):
-            if live.handle is None:
-                self._finish_trial(live, state, reason, None)
-                continue
-            if live.end_state is None:
-                live.end_state = (state, reason)
-            await self._cancel(live)
+            self._freeze(live, state, reason, requeue=True)
+            if not live.running:
+                self._live.pop(live.record.sequence, None)
+        await asyncio.gather(
+            *(self._cancel(live) for live in list(self._live.values())), return_exceptions=True
+        )
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -447,6 +755,7 @@ class Engine:
         fields: dict[str, Any] = {"status": status}
         if status in st.FINAL_EXPERIMENT_STATES:
             self._save_clock(force=True)
+            self._used_base = self.used_seconds()
             self._clock_start = None
             fields["end_time"] = time.time()
         with self.store.transaction():
@@ -467,3 +776,8 @@ class Engine:
     async def _call_tuner(self, method: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tuner_pool, method, *args)
+
+
+def _source(source: str) -> str:
+    """The parameter source a trial sees, in NNI's words."""
+    return "algorithm" if source == "algorithm" else "customized"

@@ -1,10 +1,21 @@
 """The manager process: one per running experiment (``python -m tunelab.engine.manager``).
 
-It creates the experiment's store (given the canonical config on standard input) or opens an
-existing one, binds the HTTP port, writes ``manager.json`` (pid, start time, port, token;
-mode 0600), and then runs the engine and the REST API on one event loop. It keeps serving
-after the experiment is DONE, as NNI's manager does, until it is stopped (SIGTERM, SIGINT or
-``DELETE /api/v1/experiment``); stopping ends every running trial first.
+Three ways to start:
+
+* ``--action create``: the canonical config comes on standard input as JSON, secrets
+  (passwords, passphrases) included; the store is created with the config *without* its
+  secrets (DESIGN.md rule 9), and the experiment starts.
+* ``--action resume``: the store exists; the experiment takes up where it stopped or where an
+  earlier manager died (see :mod:`tunelab.engine._engine`). Secrets, when the training service
+  needs them, come again on standard input (``{"secrets": {...}}``, from the config file the
+  user names) or from the environment or an SSH agent.
+* ``--action view``: the store is opened read-only and served; every change is refused.
+
+The manager binds the HTTP port, writes ``manager.json`` (pid, start time, port, token;
+mode 0600), and runs the engine and the REST API on one event loop. It keeps serving after the
+experiment is DONE, as NNI's manager does, until it is stopped (SIGTERM, SIGINT or
+``DELETE /api/v1/experiment``); stopping ends every running trial first. An update that gives
+a DONE experiment more budget starts its loop again.
 
 Start-up failures are written as one line to ``log/startup-error.txt`` and end the process
 with exit code 2 (the user's input: a busy port, a bad config) or 1 (anything else), so that
@@ -16,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -30,15 +42,17 @@ from typing import Any
 import psutil
 import uvicorn
 
+from tunelab.engine import _states as st
 from tunelab.engine._engine import Engine
 from tunelab.engine._prepare import prepare
 from tunelab.errors import TunelabError
 from tunelab.server import create_app
 from tunelab.store import DB_FILE, ExperimentStore, ManagerInfo, write_manager_info
 
-__all__ = ["STARTUP_ERROR_FILE", "main"]
+__all__ = ["SECRET_KEYS", "STARTUP_ERROR_FILE", "main", "merge_secrets", "strip_secrets"]
 
 STARTUP_ERROR_FILE = "startup-error.txt"
+SECRET_KEYS = frozenset({"password", "sshPassphrase"})
 logger = logging.getLogger("tunelab.manager")
 
 
@@ -56,6 +70,48 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def strip_secrets(config: Any) -> Any:
+    """A copy of a config without passwords and passphrases (for the store and the API)."""
+    if isinstance(config, dict):
+        return {k: strip_secrets(v) for k, v in config.items() if k not in SECRET_KEYS}
+    if isinstance(config, list):
+        return [strip_secrets(item) for item in config]
+    return config
+
+
+def collect_secrets(config: Any, path: str = "") -> dict[str, str]:
+    """The secrets of a config by their path (``trainingService.machineList[0].password``)."""
+    found: dict[str, str] = {}
+    if isinstance(config, dict):
+        for key, value in config.items():
+            where = f"{path}.{key}" if path else key
+            if key in SECRET_KEYS and isinstance(value, str):
+                found[where] = value
+            else:
+                found.update(collect_secrets(value, where))
+    elif isinstance(config, list):
+        for index, item in enumerate(config):
+            found.update(collect_secrets(item, f"{path}[{index}]"))
+    return found
+
+
+def merge_secrets(config: dict[str, Any], found: dict[str, str]) -> dict[str, Any]:
+    """Put secrets collected by :func:`collect_secrets` back into a copy of a config."""
+    merged = copy.deepcopy(config)
+    for where, value in found.items():
+        target: Any = merged
+        parts = where.replace("[", ".[").split(".")
+        for part in parts[:-1]:
+            try:
+                target = target[int(part[1:-1])] if part.startswith("[") else target[part]
+            except (KeyError, IndexError, TypeError, ValueError):
+                target = None
+                break
+        if isinstance(target, dict):
+            target[parts[-1]] = value
+    return merged
 
 
 def bind_port(host: str, port: int, explicit: bool) -> socket.socket:
@@ -93,19 +149,27 @@ async def serve(
     host: str,
     port: int,
     explicit_port: bool,
-    create_config: dict[str, Any] | None,
+    action: str,
+    given: dict[str, Any],
 ) -> str:
     """Run the experiment and its API until stopped; return the final experiment state."""
-    if create_config is not None:
-        prepared = prepare(create_config)
+    if action == "view":
+        return await _view(exp_dir, host, port, explicit_port)
+
+    if action == "create":
+        config = given["config"]
         if (exp_dir / DB_FILE).exists():
             raise StartupError(f"{exp_dir} already holds an experiment", 1)
+        prepared = prepare(config)
         sock = bind_port(host, port, explicit_port)
         store = ExperimentStore(exp_dir / DB_FILE)
-        store.create_experiment(experiment_id, create_config, prepared.tuner.optimize_mode)
+        store.create_experiment(experiment_id, strip_secrets(config), prepared.tuner.optimize_mode)
     else:
+        if not (exp_dir / DB_FILE).exists():
+            raise StartupError(f"{exp_dir} holds no experiment to resume")
         store = ExperimentStore(exp_dir / DB_FILE)
-        prepared = prepare(store.experiment()["config"])
+        stored = store.experiment()["config"]
+        prepared = prepare(merge_secrets(stored, given.get("secrets") or {}))
         sock = bind_port(host, port, explicit_port)
 
     engine = Engine(
@@ -116,35 +180,85 @@ async def serve(
 
     async def request_stop() -> None:
         stopping.set()
+        engine.reopened.set()
         await engine.stop()
 
-    app = create_app(store, token, engine=engine, on_stop=request_stop)
+    app = create_app(store, token, exp_dir=exp_dir, engine=engine, on_stop=request_stop)
     server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(request_stop()))
 
-    me = psutil.Process()
-    bound_port = sock.getsockname()[1]
-    info = ManagerInfo(os.getpid(), me.create_time(), host, bound_port, token, "RUNNING")
-    write_manager_info(exp_dir, info)
+    try:
+        await prepared.service.start()
+    except BaseException:
+        sock.close()
+        raise
+    info = _write_info(exp_dir, host, sock, token, st.RUNNING)
     logger.info("Experiment %s manager listening on %s", experiment_id, info.url)
 
-    await prepared.service.start()
     server_task = loop.create_task(server.serve(sockets=[sock]))
-    status = await engine.run()
-    info.status = status
-    write_manager_info(exp_dir, info)
-    await stopping.wait()
-    # Let the answer to the stop request go out before the server closes.
-    await asyncio.sleep(0.05)
-    server.should_exit = True
-    await server_task
-    await prepared.service.close()
+    try:
+        status = await engine.run(resume=action == "resume")
+        while True:
+            info.status = status
+            write_manager_info(exp_dir, info)
+            await engine.reopened.wait()
+            engine.reopened.clear()
+            if stopping.is_set():
+                break
+            status = await engine.run()
+        await stopping.wait()
+        # Let the answer to the stop request go out before the server closes.
+        await asyncio.sleep(0.05)
+    finally:
+        server.should_exit = True
+        await server_task
+        await prepared.service.close()
+        await engine.close()
     info.status = engine.status
     write_manager_info(exp_dir, info)
     store.close()
     return engine.status
+
+
+async def _view(exp_dir: Path, host: str, port: int, explicit_port: bool) -> str:
+    if not (exp_dir / DB_FILE).exists():
+        raise StartupError(f"{exp_dir} holds no experiment to view")
+    store = ExperimentStore(exp_dir / DB_FILE, readonly=True)
+    sock = bind_port(host, port, explicit_port)
+    token = secrets.token_urlsafe(32)
+    stopping = asyncio.Event()
+
+    async def request_stop() -> None:
+        stopping.set()
+
+    app = create_app(
+        store, token, exp_dir=exp_dir, on_stop=request_stop, status_override=st.VIEWED
+    )
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    info = _write_info(exp_dir, host, sock, token, st.VIEWED)
+    logger.info("Experiment %s opened read-only on %s", store.experiment()["id"], info.url)
+    server_task = loop.create_task(server.serve(sockets=[sock]))
+    await stopping.wait()
+    await asyncio.sleep(0.05)
+    server.should_exit = True
+    await server_task
+    status = store.experiment()["status"]
+    info.status = status
+    write_manager_info(exp_dir, info)
+    store.close()
+    return str(status)
+
+
+def _write_info(exp_dir: Path, host: str, sock: socket.socket, token: str, status: str) -> Any:
+    me = psutil.Process()
+    info = ManagerInfo(os.getpid(), me.create_time(), host, sock.getsockname()[1], token, status)
+    write_manager_info(exp_dir, info)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,16 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--explicit-port", action="store_true")
-    parser.add_argument("--create", action="store_true", help="read the config from stdin")
+    parser.add_argument("--action", choices=("create", "resume", "view"), default="create")
     args = parser.parse_args(argv)
 
     exp_dir: Path = args.exp_dir
-    create_config = json.loads(sys.stdin.read()) if args.create else None
-    level = (create_config or {}).get("logLevel") or "info"
+    given: dict[str, Any] = {}
+    if args.action != "view":
+        text = sys.stdin.read()
+        given = json.loads(text) if text.strip() else {}
+    level = (given.get("config") or {}).get("logLevel") or "info"
     _setup_logging(exp_dir, level)
     try:
         asyncio.run(
-            serve(exp_dir, args.id, args.host, args.port, args.explicit_port, create_config)
+            serve(exp_dir, args.id, args.host, args.port, args.explicit_port, args.action, given)
         )
     except StartupError as error:
         return _startup_failed(exp_dir, str(error), error.exit_code)

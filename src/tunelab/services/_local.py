@@ -84,6 +84,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _wrapper_from_pid_file(trial_dir: Path) -> int | None:
+    try:
+        pid = int((trial_dir / PID_FILE).read_text().strip())
+        command = psutil.Process(pid).cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return pid if "tunelab-trial" in command else None
+
+
 class LocalTrainingService(TrainingService):
     """Runs trials as processes on this machine.
 
@@ -180,6 +189,10 @@ class LocalTrainingService(TrainingService):
     ) -> TrialHandle | None:
         pid, create_time = state.get("pid"), state.get("createTime")
         if not isinstance(pid, int):
+            # The manager died between starting the trial and storing its handle: the
+            # wrapper's pid file still tells, if the process there is a trial wrapper.
+            pid, create_time = _wrapper_from_pid_file(spec.trial_dir), None
+        if pid is None:
             return None
         handle = _LocalHandle(spec, placement)
         handle.pid = pid

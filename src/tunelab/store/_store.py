@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS trials (
     final_default TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     exit_code INTEGER,
-    placement TEXT
+    placement TEXT,
+    handle TEXT,
+    requeue INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS metrics (
     sequence INTEGER NOT NULL,
@@ -60,7 +62,14 @@ CREATE TABLE IF NOT EXISTS metrics (
     value TEXT NOT NULL,
     default_value TEXT,
     time REAL NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (sequence, line)
+);
+CREATE TABLE IF NOT EXISTS imported (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    parameters TEXT NOT NULL,
+    value TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,7 +83,7 @@ CREATE INDEX IF NOT EXISTS trials_status ON trials (status);
 
 _TRIAL_COLUMNS = (
     "sequence, trial_id, status, parameters, source, reason, submit_time, start_time, "
-    "end_time, final, final_default, attempts, exit_code, placement"
+    "end_time, final, final_default, attempts, exit_code, placement, handle, requeue"
 )
 
 
@@ -100,6 +109,8 @@ class TrialRecord:
     attempts: int = 0
     exit_code: int | None = None
     placement: dict[str, Any] | None = None
+    handle: dict[str, Any] | None = None
+    requeue: bool = False
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TrialRecord:
@@ -118,13 +129,17 @@ class TrialRecord:
             attempts=row[11],
             exit_code=row[12],
             placement=_loads(row[13]),
+            handle=_loads(row[14]),
+            requeue=bool(row[15]),
         )
 
 
 @dataclass
 class MetricRecord:
     """One reported metric. ``line`` is the trial's metrics-file line number (its dedup key);
-    ``step`` counts the trial's intermediate results from 0 (0 for the final result)."""
+    ``step`` counts the intermediate results of one attempt from 0 (0 for the final result);
+    ``attempt`` is the run of the trial that reported it (a trial runs again after a crash
+    or a stop)."""
 
     sequence: int
     line: int
@@ -133,7 +148,7 @@ class MetricRecord:
     value: Any
     default: float | None
     time: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
 
 
 class ExperimentStore:
@@ -226,7 +241,7 @@ class ExperimentStore:
 
     def add_trial(self, trial: TrialRecord) -> None:
         self._db.execute(
-            f"INSERT INTO trials ({_TRIAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO trials ({_TRIAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 trial.sequence,
                 trial.trial_id,
@@ -242,11 +257,13 @@ class ExperimentStore:
                 trial.attempts,
                 trial.exit_code,
                 None if trial.placement is None else json.dumps(trial.placement),
+                None if trial.handle is None else json.dumps(trial.handle),
+                int(trial.requeue),
             ),
         )
 
     def update_trial(self, sequence: int, **fields: Any) -> None:
-        for name in ("final", "final_default", "placement", "parameters"):
+        for name in ("final", "final_default", "placement", "parameters", "handle"):
             if name in fields and fields[name] is not None:
                 fields[name] = json.dumps(fields[name])
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -288,7 +305,7 @@ class ExperimentStore:
         """Store metrics; a record whose (trial, line) is already stored is ignored."""
         self._db.executemany(
             "INSERT OR IGNORE INTO metrics (sequence, line, type, step, value, default_value, "
-            "time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "time, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     r.sequence,
@@ -298,6 +315,7 @@ class ExperimentStore:
                     json.dumps(r.value),
                     None if r.default is None else json.dumps(r.default),
                     r.time,
+                    r.attempt,
                 )
                 for r in records
             ],
@@ -306,8 +324,11 @@ class ExperimentStore:
     def metrics(
         self, sequence: int | None = None, metric_type: str | None = None
     ) -> list[MetricRecord]:
-        query = "SELECT sequence, line, type, step, value, default_value, time FROM metrics"
-        clauses, args = [], []
+        query = (
+            "SELECT sequence, line, type, step, value, default_value, time, attempt FROM metrics"
+        )
+        clauses: list[str] = []
+        args: list[Any] = []
         if sequence is not None:
             clauses.append("sequence = ?")
             args.append(sequence)
@@ -318,16 +339,18 @@ class ExperimentStore:
             query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY sequence, line"
         return [
-            MetricRecord(s, line, t, step, json.loads(v), _loads(d), tm)
-            for s, line, t, step, v, d, tm in self._db.execute(query, args)
+            MetricRecord(s, line, t, step, json.loads(v), _loads(d), tm, a)
+            for s, line, t, step, v, d, tm, a in self._db.execute(query, args)
         ]
 
     def latest_intermediates(self) -> dict[int, tuple[Any, int, int]]:
-        """For each trial: its latest intermediate value, that value's step, and the count."""
+        """For each trial: the latest intermediate value of its latest attempt, that value's
+        step, and how many that attempt reported."""
         rows = self._db.execute(
             "SELECT m.sequence, m.value, m.step, x.n FROM metrics m JOIN ("
-            " SELECT sequence, MAX(line) AS last, COUNT(*) AS n FROM metrics"
-            " WHERE type = 'INTERMEDIATE' GROUP BY sequence"
+            " SELECT i.sequence, MAX(i.line) AS last, COUNT(*) AS n FROM metrics i"
+            " JOIN trials t ON t.sequence = i.sequence AND i.attempt = t.attempts"
+            " WHERE i.type = 'INTERMEDIATE' GROUP BY i.sequence"
             ") x ON m.sequence = x.sequence AND m.line = x.last"
         )
         return {seq: (json.loads(value), step, n) for seq, value, step, n in rows}
@@ -336,3 +359,30 @@ class ExperimentStore:
         """The highest metrics-file line stored for each trial (what to skip on re-read)."""
         rows = self._db.execute("SELECT sequence, MAX(line) FROM metrics GROUP BY sequence")
         return {sequence: line for sequence, line in rows}
+
+    def attempt_metric_counts(self, sequence: int, attempt: int) -> int:
+        """How many intermediate results an attempt of a trial has stored."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM metrics WHERE sequence = ? AND attempt = ? "
+            "AND type = 'INTERMEDIATE'",
+            (sequence, attempt),
+        ).fetchone()
+        return int(row[0])
+
+    # -- imported results ------------------------------------------------------------------
+
+    def add_imported(self, records: Iterable[tuple[dict[str, Any], Any]]) -> list[int]:
+        """Store results imported from elsewhere (parameters, value); returns their ids."""
+        ids = []
+        for parameters, value in records:
+            cursor = self._db.execute(
+                "INSERT INTO imported (time, parameters, value) VALUES (?, ?, ?)",
+                (time.time(), json.dumps(parameters), json.dumps(value)),
+            )
+            assert cursor.lastrowid is not None
+            ids.append(cursor.lastrowid)
+        return ids
+
+    def imported(self) -> list[tuple[int, dict[str, Any], Any]]:
+        rows = self._db.execute("SELECT id, parameters, value FROM imported ORDER BY id")
+        return [(i, json.loads(p), _loads(v)) for i, p, v in rows]
