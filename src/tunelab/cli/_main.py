@@ -268,17 +268,17 @@ def stop(experiment_id: str | None, stop_all: bool) -> None:
             out.print(f"Experiment {client.id} stopped.")
         return
     if experiment_id is None:
-        running = [i for i, d in experiment_dirs().items() if _alive(d)]
-        if len(running) != 1:
+        alive = [i for i, d in experiment_dirs().items() if _alive(d)]
+        if len(alive) != 1:
             raise UsageError(
                 "name the experiment to stop (running: "
-                + (", ".join(running) or "none")
+                + (", ".join(alive) or "none")
                 + "), or use --all"
             )
-        experiment_id = running[0]
-    client = resolve(experiment_id)
-    client.stop()
-    out.print(f"Experiment {client.id} stopped.")
+        experiment_id = alive[0]
+    target = resolve(experiment_id)
+    target.stop()
+    out.print(f"Experiment {target.id} stopped.")
 
 
 def _alive(exp_dir: Path) -> bool:
@@ -299,7 +299,7 @@ def experiment() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def experiment_list(show_all: bool, as_json: bool) -> None:
     """List the running experiments on this machine (all of them with --all)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for experiment_id, exp_dir in experiment_dirs().items():
         client = ExperimentClient(experiment_id, exp_dir)
         if not show_all and not client.running:

@@ -29,6 +29,7 @@ A manager opened with ``view`` serves the same reads and refuses every change wi
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import numbers
@@ -319,10 +320,8 @@ def _import_records(body: list[Any]) -> list[tuple[dict[str, Any], Any]]:
         value = item.get("value")
         if isinstance(value, str) and value not in ("NaN", "Infinity", "-Infinity"):
             # NNI's export writes each value as a JSON string: read it the same way.
-            try:
+            with contextlib.suppress(ValueError):
                 value = json.loads(value)
-            except ValueError:
-                pass
         value = decode_json_value(value)
         number = value.get("default") if isinstance(value, dict) else value
         if isinstance(number, bool) or not isinstance(number, numbers.Real):
