@@ -297,6 +297,7 @@ def issues_from(error: ValidationError, root: type[ConfigModel]) -> list[Issue]:
             if "value" in context:
                 value = context["value"]
 
-        secret = where.rsplit(".", 1)[-1] in SECRET_FIELDS
-        issues.append(Issue(where or "config", rule, value, fix, show_value=not secret))
+        # Never show a secret; and a missing platform has no value to show.
+        show = where.rsplit(".", 1)[-1] not in SECRET_FIELDS and kind != "union_tag_not_found"
+        issues.append(Issue(where or "config", rule, value, fix, show_value=show))
     return issues

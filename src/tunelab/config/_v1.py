@@ -258,6 +258,8 @@ class _Converter:
         known = [builtin, "name", "classArgs", "className", "classFileName", "codeDir"]
         known += ["codeDirectory", "gpuIndices", "includeIntermediateResults"]
         fields = self.fields(value, where, known, f"{kind} fields")
+        self.origins[f"{kind}.name"] = join(where, builtin)
+        self.origins[f"{kind}.codeDirectory"] = join(where, "codeDir")
         algorithm: dict[str, Any] = {}
         self.move(algorithm, "name", fields.get(builtin), f"{kind}.name")
         self.move(algorithm, "name", fields.get("name"), f"{kind}.name")
@@ -338,6 +340,7 @@ class _Converter:
                 self.issue(top["localConfig"][0], "applies only to trainingServicePlatform local")
             local = self.fields(top["localConfig"][1], top["localConfig"][0], _LOCAL, "fields")
             for v1_name, v2_name in _LOCAL.items():
+                self.origins[f"trainingService.{v2_name}"] = join("localConfig", v1_name)
                 self.move(service, v2_name, local.get(v1_name), f"trainingService.{v2_name}")
         if "remoteConfig" in top:
             if platform != "remote":
@@ -365,6 +368,7 @@ class _Converter:
             fields = self.fields(item, item_where, _MACHINE, "machine fields")
             machine: dict[str, Any] = {}
             for v1_name, v2_name in _MACHINE.items():
+                self.origins[f"{v2_where}.{v2_name}"] = join(item_where, v1_name)
                 self.move(machine, v2_name, fields.get(v1_name), f"{v2_where}.{v2_name}")
             machines.append(machine)
         return machines
