@@ -82,8 +82,9 @@ class Lab:
 
     def run(self, config: Path, *extra: str, timeout: float = 180) -> tuple[CliResult, str]:
         """``tunelab create --foreground``; returns the result and the experiment id."""
-        result = self.cli("create", "--config", str(config), "--foreground", *extra,
-                          timeout=timeout)
+        result = self.cli(
+            "create", "--config", str(config), "--foreground", *extra, timeout=timeout
+        )
         experiment_id = ""
         for line in result.stdout.splitlines():
             if line.startswith("Experiment ") and " started: " in line:

@@ -187,7 +187,9 @@ p = nni.get_next_parameter()
 nni.report_final_result({"default": 0.5 + p["x"] / 3, "loss": 0.41})
 """
     config = lab.write(
-        space, trial, maxTrialNumber=25,
+        space,
+        trial,
+        maxTrialNumber=25,
         tuner={"name": "TPE", "classArgs": {"optimize_mode": "maximize"}},
     )
     result, exp = lab.run(config)
@@ -200,8 +202,10 @@ nni.report_final_result({"default": 0.5 + p["x"] / 3, "loss": 0.41})
     best = max(trials, key=lambda t: t["default"])
     assert lab.status(exp)["best"]["id"] == best["id"]
     csv_path = lab.root / "out.csv"
-    assert lab.cli("experiment", "export", exp, "--type", "csv", "--filename",
-                   str(csv_path)).code == 0
+    assert (
+        lab.cli("experiment", "export", exp, "--type", "csv", "--filename", str(csv_path)).code
+        == 0
+    )
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert {row["metric.loss"] for row in rows} == {"0.41"}
     assert float(rows[0]["default"]) == pytest.approx(trials[0]["default"])
@@ -221,7 +225,10 @@ def test_b14_nan_and_infinities_listed_exported_never_best(
 ) -> None:
     space = {"x": {"_type": "uniform", "_value": [0, 1]}}
     config = lab.write(
-        space, FINALS_TRIAL, maxTrialNumber=6, trialConcurrency=1,
+        space,
+        FINALS_TRIAL,
+        maxTrialNumber=6,
+        trialConcurrency=1,
         tuner={"name": "TPE", "classArgs": {"optimize_mode": mode}},
     )
     result, exp = lab.run(config)
@@ -238,8 +245,9 @@ def test_b14_nan_and_infinities_listed_exported_never_best(
     document = json.loads(json_path.read_text(), parse_constant=_refuse)
     exported = sorted(document["trials"], key=lambda t: t["sequence"])
     assert [t["value"] for t in exported] == [0.7, 0.4, "-Infinity", "NaN", 0.9, 0.1]
-    rows = sorted(csv.DictReader(io.StringIO(csv_path.read_text())),
-                  key=lambda r: int(r["sequence"]))
+    rows = sorted(
+        csv.DictReader(io.StringIO(csv_path.read_text())), key=lambda r: int(r["sequence"])
+    )
     assert [r["default"] for r in rows] == ["0.7", "0.4", "-Infinity", "NaN", "0.9", "0.1"]
 
 
@@ -256,7 +264,10 @@ tunelab.report_final_result(values[tunelab.get_sequence_id()])
 """
     space = {"x": {"_type": "uniform", "_value": [0, 1]}}
     config = lab.write(
-        space, trial, maxTrialNumber=6, trialConcurrency=1,
+        space,
+        trial,
+        maxTrialNumber=6,
+        trialConcurrency=1,
         tuner={"name": "TPE", "classArgs": {"optimize_mode": "maximize"}},
     )
     result, exp = lab.run(config)
@@ -327,7 +338,10 @@ def test_b21_duration_budget_stops_submissions_then_done(lab: Lab) -> None:
     space = {"x": {"_type": "uniform", "_value": [0, 1]}}
     # Scaled: the experiment may run 1.2 s; each trial takes 3 s.
     config = lab.write(
-        space, SLEEP_THEN_REPORT.format(seconds=300), maxTrialNumber=10, trialConcurrency=2,
+        space,
+        SLEEP_THEN_REPORT.format(seconds=300),
+        maxTrialNumber=10,
+        trialConcurrency=2,
         maxExperimentDuration="2m",
     )
     result, exp = lab.run(config)
@@ -386,14 +400,17 @@ def test_b27_spaces_in_directories_and_quoted_arguments(lab: Lab, tmp_path: Path
 
 
 def test_b33_json_export_is_one_valid_document(lab: Lab) -> None:
-    space = {"x": {"_type": "uniform", "_value": [0, 1]}, "c": {"_type": "choice",
-             "_value": ["a", "b"]}}
+    space = {
+        "x": {"_type": "uniform", "_value": [0, 1]},
+        "c": {"_type": "choice", "_value": ["a", "b"]},
+    }
     config = lab.write(space, REPORT_X, maxTrialNumber=5)
     result, exp = lab.run(config)
     assert result.code == 0, result.stderr
     path = lab.root / "export.json"
-    assert lab.cli("experiment", "export", exp, "--type", "json", "--filename",
-                   str(path)).code == 0
+    assert (
+        lab.cli("experiment", "export", exp, "--type", "json", "--filename", str(path)).code == 0
+    )
     document = json.loads(path.read_text())
     assert document["experiment"]["id"] == exp
     assert document["experiment"]["config"]["searchSpace"] == space
