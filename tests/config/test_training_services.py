@@ -145,7 +145,8 @@ def test_max_trial_number_per_gpu(project: Project) -> None:
     assert service(project, trialGpuNumber=1, trainingService=local)["maxTrialNumberPerGpu"] == 2
     with pytest.raises(
         ConfigError,
-        match=r"trainingService\.maxTrialNumberPerGpu: only applies when trialGpuNumber is set",
+        match=r"trainingService\.maxTrialNumberPerGpu: only applies when trialGpuNumber is at "
+        r"least 1",
     ):
         project.load(valid(trainingService=local))
     with pytest.raises(ConfigError, match=r"maxTrialNumberPerGpu: must be greater than 0"):
@@ -531,3 +532,10 @@ def test_service_code_directory_must_exist(project: Project) -> None:
         ConfigError, match=r"trainingService\.trialCodeDirectory: folder not found"
     ):
         project.load(data)
+
+
+def test_max_trial_number_per_gpu_with_no_gpu_per_trial(project: Project) -> None:
+    local = {"platform": "local", "maxTrialNumberPerGpu": 2}
+
+    with pytest.raises(ConfigError, match=r"maxTrialNumberPerGpu: only applies when"):
+        project.load(valid(trialGpuNumber=0, trainingService=local))

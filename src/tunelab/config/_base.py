@@ -272,14 +272,14 @@ def issues_from(error: ValidationError, root: type[ConfigModel]) -> list[Issue]:
         value = detail.get("input")
         context = detail.get("ctx") or {}
 
-        if loc and loc[-1] == "[key]":
-            where, _ = _locate(loc[:-1], root)
-            issues.append(Issue(where, "keys must be strings", value, "quote the key"))
-            continue
         if kind in ("extra_forbidden", "invalid_key") and loc:
             parent_path, parent = _locate(loc[:-1], root)
             where = join(parent_path, loc[-1])
             issues.append(Issue(where, "unknown field", loc[-1], _unknown_key(parent, loc[-1])))
+            continue
+        if len(loc) > 1 and loc[-1] == "[key]":  # a mapping key of the wrong type
+            where, _ = _locate(loc[:-1], root)
+            issues.append(Issue(where or "config", "keys must be strings", value, "quote the key"))
             continue
 
         where, _ = _locate(loc, root)

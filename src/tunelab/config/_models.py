@@ -40,6 +40,7 @@ Decisions where NNI leaves a choice or where tunelab departs from it:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -583,10 +584,12 @@ class _Canonical:
         return str(path)
 
     def data(self, value: Any, where: str) -> Any:
+        """User data (a search space, class arguments), checked to be JSON, as a copy."""
         problem = _json_problem(value)
         if problem:
             self.issue(where, f"{_JSON_RULE}; it {problem}", value, _JSON_FIX)
-        return value
+            return value
+        return copy.deepcopy(value)
 
     def experiment(self, config: ExperimentConfig) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -816,10 +819,10 @@ class _Canonical:
         return out
 
     def per_gpu(self, per_gpu: int, gpu_number: int | None, where: str) -> None:
-        if per_gpu != 1 and gpu_number is None:
+        if per_gpu != 1 and not gpu_number:  # NNI's rule: trials that use no GPU share none
             self.issue(
                 f"{where}.maxTrialNumberPerGpu",
-                "only applies when trialGpuNumber is set",
+                "only applies when trialGpuNumber is at least 1",
                 per_gpu,
                 "set trialGpuNumber, or remove maxTrialNumberPerGpu",
             )
