@@ -284,3 +284,33 @@ def test_rules_between_fields_are_reported_together(project: Project) -> None:
 
     wheres = {issue.where for issue in caught.value.issues}
     assert wheres == {"trialCommand", "trialConcurrency", "tuner", "searchSpace"}
+
+
+def test_missing_fields_are_reported_with_type_errors(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("trialConcurency: 2\ntuner: {name: TPE}\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert [issue.where for issue in caught.value.issues] == [
+        "trialConcurency",
+        "searchSpace",
+        "trialCommand",
+        "trialConcurrency",
+    ]
+    assert "did you mean 'trialConcurrency'?" in str(caught.value)
+
+
+def test_command_inside_the_training_service_counts_as_given(tmp_path: Path) -> None:
+    data = {
+        "trialConcurrency": "1",
+        "searchSpace": {},
+        "tuner": {"name": "TPE"},
+        "trainingService": {"platform": "local", "trialCommand": "python3 t.py"},
+    }
+
+    with pytest.raises(ConfigError) as caught:
+        ExperimentConfig.from_dict(data, base_dir=tmp_path)
+
+    assert [issue.where for issue in caught.value.issues] == ["trialConcurrency"]

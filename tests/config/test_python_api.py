@@ -114,11 +114,11 @@ def test_unknown_attribute_raises_attribute_error() -> None:
     config = ExperimentConfig()
 
     with pytest.raises(AttributeError, match=r"trial_comand: ExperimentConfig has no such field"):
-        config.trial_comand = "x"  # type: ignore[attr-defined]
+        config.trial_comand = "x"
     with pytest.raises(UnknownFieldError, match=r"did you mean 'trial_command'\?"):
-        config.trialCommand = "x"  # type: ignore[attr-defined]
+        config.trialCommand = "x"
     with pytest.raises(ConfigError, match=r"did you mean 'name'\?"):
-        AlgorithmConfig().nmae = "TPE"  # type: ignore[attr-defined]
+        AlgorithmConfig().nmae = "TPE"
 
 
 @pytest.mark.parametrize(

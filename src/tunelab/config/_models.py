@@ -409,7 +409,8 @@ class ExperimentConfig(ConfigModel):
         try:
             config = cls.model_validate(data)
         except ValidationError as error:
-            raise ConfigError(_rename(issues_from(error, cls), origins)) from None
+            issues = issues_from(error, cls) + _missing(data)
+            raise ConfigError(_rename(issues, origins)) from None
         config._base_dir = Path(base_dir).absolute() if base_dir is not None else None
         config._v1_converted = converted
         config._origins = origins
@@ -473,6 +474,47 @@ class ExperimentConfig(ConfigModel):
         builder = _Canonical(self.base_dir, include_secrets)
         canonical = builder.experiment(fresh)
         return canonical, _rename(builder.issues, self._origins)
+
+
+_REQUIRED_FIXES = {
+    "searchSpace": "write searchSpace or searchSpaceFile (an empty space is written {})",
+    "trialCommand": "write the command that runs one trial, e.g. trialCommand: python3 trial.py",
+    "trialConcurrency": "for example trialConcurrency: 1",
+    "tuner": "for example tuner: {name: TPE}",
+}
+
+
+def _required(where: str) -> Issue:
+    return Issue(where, "must be given", fix=_REQUIRED_FIXES[where], show_value=False)
+
+
+def _missing(data: Mapping[Any, Any]) -> list[Issue]:
+    """Required top-level fields absent from a mapping whose types did not validate.
+
+    Reported with the type errors, so that one look at a broken config shows every problem;
+    the full check (:meth:`ExperimentConfig.validate`) needs a config whose types are right.
+    """
+    given = {normalize(key): value for key, value in data.items() if isinstance(key, str)}
+    services = given.get("trainingservice")
+    service_list = services if isinstance(services, list) else [services]
+    commands = [given.get("trialcommand")] + [
+        _platform_key(service, "trialcommand") for service in service_list
+    ]
+    missing = {
+        "searchSpace": given.get("searchspace") is None and given.get("searchspacefile") is None,
+        "trialCommand": all(command is None for command in commands),
+        "trialConcurrency": given.get("trialconcurrency") is None,
+        "tuner": given.get("tuner") is None and given.get("advisor") is None,
+    }
+    return [_required(where) for where, absent in missing.items() if absent]
+
+
+def _platform_key(service: Any, form: str) -> Any:
+    if not isinstance(service, Mapping):
+        return None
+    return next(
+        (v for k, v in service.items() if isinstance(k, str) and normalize(k) == form), None
+    )
 
 
 def _rename(issues: list[Issue], origins: Mapping[str, str]) -> list[Issue]:
@@ -603,7 +645,7 @@ class _Canonical:
         _put(out, "trialCommand", top["trial_command"])
         out["trialCodeDirectory"] = top["trial_code_directory"]
         if config.trial_concurrency is None:
-            self.issue("trialConcurrency", "must be given", fix="for example trialConcurrency: 1")
+            self.issues.append(_required("trialConcurrency"))
         _put(out, "trialConcurrency", config.trial_concurrency)
         _put(out, "trialGpuNumber", top["trial_gpu_number"])
         _put(out, "maxExperimentDuration", config.max_experiment_duration)
@@ -676,11 +718,7 @@ class _Canonical:
         else:
             where = "searchSpace"
         if space is None:
-            self.issue(
-                "searchSpace",
-                "must be given",
-                fix="write searchSpace or searchSpaceFile (an empty space is written {})",
-            )
+            self.issues.append(_required("searchSpace"))
             return
         out["searchSpace"] = self.data(space, where)
 
@@ -699,11 +737,7 @@ class _Canonical:
 
         self.command_somewhere = any(s.trial_command is not None for s in services)
         if top["trial_command"] is None and not self.command_somewhere:
-            self.issue(
-                "trialCommand",
-                "must be given",
-                fix="write the command that runs one trial, e.g. trialCommand: python3 trial.py",
-            )
+            self.issues.append(_required("trialCommand"))
         code = top["trial_code_directory"] or "."
         top["trial_code_directory"] = self.path(code, "trialCodeDirectory", "dir")
         return top
@@ -721,7 +755,7 @@ class _Canonical:
             else:
                 tuner, where = advisor, "advisor"
         if tuner is None or not tuner.is_set():
-            self.issue("tuner", "must be given", fix="for example tuner: {name: TPE}")
+            self.issues.append(_required("tuner"))
         else:
             out["tuner"] = self.algorithm(tuner, where)
         if config.assessor is not None and config.assessor.is_set():
