@@ -180,8 +180,6 @@ def test_shim_names_do_not_drift() -> None:
         ("compression", "tunelab.compression"),
         ("experiment", "tunelab create --config config.yml"),
         ("algorithms", "name them in config.yml"),
-        ("tuner", "tunelab.tuners"),
-        ("assessor", "tunelab.assessors"),
         ("feature_engineering", "not part of tunelab"),
     ],
 )

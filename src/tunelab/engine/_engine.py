@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tunelab.assessors import Assessor, assessor_name
 from tunelab.engine import _states as st
 from tunelab.errors import NoMoreTrials, UsageError
 from tunelab.services import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
@@ -106,7 +107,7 @@ class _Live:
     launching: bool = False
     steps: int = 0
     next_line: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    history: list[float] = field(default_factory=list)  # this attempt's intermediate defaults
 
     @property
     def running(self) -> bool:
@@ -123,6 +124,7 @@ class Engine:
         store: the experiment's store, open for writing.
         service: the training service.
         tuner: the tuner, with the search space already given to it.
+        assessor: stops poor trials early, when the config names one.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class Engine:
         store: ExperimentStore,
         service: TrainingService,
         tuner: Tuner,
+        assessor: Assessor | None = None,
     ) -> None:
         self.experiment_id = experiment_id
         self.exp_dir = exp_dir
@@ -140,6 +143,7 @@ class Engine:
         self.store = store
         self.service = service
         self.tuner = tuner
+        self.assessor = assessor
         self.scale = time_scale()
         self.status = st.INITIALIZED
         self.errors: list[str] = []
@@ -327,7 +331,7 @@ class Engine:
         self.tuner.add_trial(key, parameters)
         default = st.default_value(value)
         if default is not None:
-            self.tuner.observe(key, default)
+            self.tuner.observe(key, default, value)
         self.tuner.trial_end(key, default is not None)
 
     def _after_change(self) -> None:
@@ -494,6 +498,7 @@ class Engine:
         record.status = st.TRIAL_RUNNING
         live.launching = True
         live.steps = 0
+        live.history = []
         try:
             handle = await self.service.launch(spec, placement)
         except OSError as error:
@@ -581,8 +586,14 @@ class Engine:
         if live.frozen and record.requeue:
             return  # it runs again on resume; the tuner hears of its end then
         if record.final_default is not None:
-            await self._call_tuner(self.tuner.observe, record.sequence, record.final_default)
+            await self._call_tuner(
+                self.tuner.observe, record.sequence, record.final_default, record.final
+            )
         await self._call_tuner(self.tuner.trial_end, record.sequence, state == st.SUCCEEDED)
+        if self.assessor is not None:
+            await self._call_tuner(
+                self.assessor.trial_end, record.sequence, state == st.SUCCEEDED, live.history
+            )
 
     # -- metrics ---------------------------------------------------------------------------
 
@@ -612,6 +623,7 @@ class Engine:
             if kind == "INTERMEDIATE":
                 step = live.steps
                 live.steps += 1
+                live.history.append(math.nan if default is None else default)
             else:
                 step = 0
                 if record.final is None:
@@ -637,12 +649,29 @@ class Engine:
                 self.store.update_trial(
                     record.sequence, final=record.final, final_default=record.final_default
                 )
+        if any(m.type == "INTERMEDIATE" for m in stored):
+            await self._assess(live)
+
+    async def _assess(self, live: _Live) -> None:
+        """Ask the assessor whether a running trial goes on; carry out a stop."""
+        if self.assessor is None or live.end_state is not None or live.frozen:
+            return
+        keep = await self._call_tuner(self.assessor.assess, live.record.sequence, live.history)
+        if keep or live.end_state is not None:
+            return
+        reason = f"stopped by {assessor_name(self.assessor)} at step {len(live.history)}"
+        live.end_state = (st.EARLY_STOPPED, reason)
+        self.store.add_event(
+            "trial_assessed", {"stop": True, "step": len(live.history)}, live.record.sequence
+        )
+        asyncio.get_running_loop().create_task(self._cancel(live))
 
     # -- resume ----------------------------------------------------------------------------
 
     async def _recover(self) -> None:
         trials = self.store.trials()
-        await self._call_tuner(self._replay, trials, self.store.imported())
+        histories = self._stored_histories(trials) if self.assessor is not None else {}
+        await self._call_tuner(self._replay, trials, self.store.imported(), histories)
         last_lines = self.store.last_metric_lines()
         for record in trials:
             if record.status == st.TRIAL_RUNNING:
@@ -650,8 +679,21 @@ class Engine:
             elif record.status == st.WAITING or record.requeue:
                 self._requeue(record, last_lines.get(record.sequence, -1) + 1, None)
 
+    def _stored_histories(self, trials: list[TrialRecord]) -> dict[int, list[float]]:
+        """Each trial's intermediate defaults of its latest attempt, from the store."""
+        attempts = {t.sequence: max(t.attempts, 1) for t in trials}
+        histories: dict[int, list[float]] = {}
+        for metric in self.store.metrics(metric_type="INTERMEDIATE"):
+            if metric.attempt == attempts.get(metric.sequence):
+                value = math.nan if metric.default is None else metric.default
+                histories.setdefault(metric.sequence, []).append(value)
+        return histories
+
     def _replay(
-        self, trials: list[TrialRecord], imported: list[tuple[int, dict[str, Any], Any]]
+        self,
+        trials: list[TrialRecord],
+        imported: list[tuple[int, dict[str, Any], Any]],
+        histories: dict[int, list[float]],
     ) -> None:
         for record_id, parameters, value in imported:
             self._feed_one_imported(record_id, parameters, value)
@@ -659,9 +701,15 @@ class Engine:
             self.tuner.add_trial(record.sequence, record.parameters)
             finished = record.status in st.FINISHED_TRIAL_STATES and not record.requeue
             if finished and record.final_default is not None:
-                self.tuner.observe(record.sequence, record.final_default)
+                self.tuner.observe(record.sequence, record.final_default, record.final)
             if finished:
                 self.tuner.trial_end(record.sequence, record.status == st.SUCCEEDED)
+            if finished and self.assessor is not None:
+                self.assessor.trial_end(
+                    record.sequence,
+                    record.status == st.SUCCEEDED,
+                    histories.get(record.sequence, []),
+                )
 
     async def _reattach(self, record: TrialRecord, next_line: int) -> None:
         spec = self._spec(record)
@@ -675,7 +723,12 @@ class Engine:
             self._requeue(record, next_line, RESTART_REASON)
             return
         live = _Live(record, handle=handle, next_line=next_line)
-        live.steps = self.store.attempt_metric_counts(record.sequence, record.attempts)
+        live.history = [
+            math.nan if m.default is None else m.default
+            for m in self.store.metrics(record.sequence, "INTERMEDIATE")
+            if m.attempt == record.attempts
+        ]
+        live.steps = len(live.history)
         limit = self.settings.max_trial_duration
         if limit is not None and record.start_time is not None:
             left = limit * self.scale - (time.time() - record.start_time)

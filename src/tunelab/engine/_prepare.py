@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.assessors import Assessor, create_assessor, custom_assessor
 from tunelab.config import parse_duration
 from tunelab.engine._engine import EngineSettings
-from tunelab.errors import ConfigError, Issue
 from tunelab.services import TrainingService, create_service
 from tunelab.space import SearchSpace
-from tunelab.tuners import Tuner, create_tuner
+from tunelab.tuners import Tuner, create_tuner, custom_tuner
 
 __all__ = ["Prepared", "prepare"]
 
@@ -31,11 +31,30 @@ class Prepared:
     tuner: Tuner
     service: TrainingService
     space: SearchSpace
+    assessor: Assessor | None = None
 
 
 def _duration(config: dict[str, Any], key: str) -> float | None:
     value = config.get(key)
     return None if value is None else parse_duration(value)
+
+
+def _tuner(section: dict[str, Any]) -> Tuner:
+    if section.get("className"):
+        return custom_tuner(
+            str(section["className"]), section.get("codeDirectory"), section.get("classArgs")
+        )
+    return create_tuner(str(section.get("name", "")), section.get("classArgs"))
+
+
+def _assessor(section: dict[str, Any] | None) -> Assessor | None:
+    if not section:
+        return None
+    if section.get("className"):
+        return custom_assessor(
+            str(section["className"]), section.get("codeDirectory"), section.get("classArgs")
+        )
+    return create_assessor(str(section.get("name", "")), section.get("classArgs"))
 
 
 def prepare(config: dict[str, Any]) -> Prepared:
@@ -45,18 +64,9 @@ def prepare(config: dict[str, Any]) -> Prepared:
         ConfigError: the config cannot be run as written.
     """
     space = SearchSpace.from_json(config.get("searchSpace") or {})
-    tuner_config = config.get("tuner") or {}
-    if tuner_config.get("className"):
-        raise ConfigError(
-            Issue(
-                "tuner.className",
-                "custom tuner classes are not supported yet",
-                tuner_config.get("className"),
-                "use a built-in tuner by name (TPE, Random, GridSearch)",
-            )
-        )
-    tuner = create_tuner(str(tuner_config.get("name", "")), tuner_config.get("classArgs"))
+    tuner = _tuner(config.get("tuner") or {})
     tuner.update_search_space(space)
+    assessor = _assessor(config.get("assessor"))
 
     service = create_service(config)
     gpu_number = config.get("trialGpuNumber")
@@ -71,4 +81,4 @@ def prepare(config: dict[str, Any]) -> Prepared:
         max_trial_duration=_duration(config, "maxTrialDuration"),
         optimize_mode=tuner.optimize_mode,
     )
-    return Prepared(config, settings, tuner, service, space)
+    return Prepared(config, settings, tuner, service, space, assessor)

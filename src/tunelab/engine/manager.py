@@ -173,7 +173,13 @@ async def serve(
         sock = bind_port(host, port, explicit_port)
 
     engine = Engine(
-        experiment_id, exp_dir, prepared.settings, store, prepared.service, prepared.tuner
+        experiment_id,
+        exp_dir,
+        prepared.settings,
+        store,
+        prepared.service,
+        prepared.tuner,
+        prepared.assessor,
     )
     token = secrets.token_urlsafe(32)
     stopping = asyncio.Event()

@@ -14,8 +14,9 @@ Who calls what, and when:
    :class:`~tunelab.errors.NoMoreTrials` when there is nothing left to try. A finite space is
    never suggested twice: the base class turns a repeat into an unseen point, and raises
    ``NoMoreTrials`` once every point was tried.
-3. ``observe(trial, value)`` when the trial's final result arrives: ``value`` is the metric's
-   default number, and may be NaN or an infinity, which every tuner treats as the worst result.
+3. ``observe(trial, value, metric)`` when the trial's final result arrives: ``value`` is the
+   metric's default number, and may be NaN or an infinity, which every tuner treats as the
+   worst result; ``metric`` is the metric as reported (a number or a dict with ``default``).
 4. ``trial_end(trial, succeeded)`` when the trial has ended, whatever its state.
 5. ``add_trial(trial, parameters)`` tells the tuner about a trial it did not suggest: one the
    user added or reran, or one replayed from the store when a stopped experiment resumes (the
@@ -130,7 +131,7 @@ class Tuner:
         self._mark_seen(point)
         return parameters
 
-    def observe(self, trial: int, value: float) -> None:
+    def observe(self, trial: int, value: float, metric: Any = None) -> None:
         observation = self.history.get(trial)
         if observation is None:
             logger.warning("%s tuner: result for unknown trial %d ignored", self.name, trial)

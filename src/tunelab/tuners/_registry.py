@@ -15,11 +15,19 @@ from typing import Any
 
 from tunelab.errors import ConfigError, Issue
 from tunelab.tuners._base import Tuner
+from tunelab.tuners._custom import (
+    NniTunerAdapter,
+    custom_instance,
+    find_registered,
+    load_class,
+    registered_algorithms,
+    validate_class_args,
+)
 from tunelab.tuners._grid import GridSearchTuner
 from tunelab.tuners._random import RandomTuner
 from tunelab.tuners._tpe import TpeArguments, TpeTuner
 
-__all__ = ["available_tuners", "create_tuner", "register_tuner"]
+__all__ = ["available_tuners", "builtin_names", "create_tuner", "custom_tuner", "register_tuner"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,9 @@ def create_tuner(name: str, class_args: Mapping[str, Any] | None = None) -> Tune
     """
     entry = _REGISTRY.get(_normal(name or ""))
     if entry is None:
+        registered = find_registered("tuner", name or "")
+        if registered is not None:
+            return _registered_tuner(*registered, class_args or {})
         raise ConfigError(_unknown_name(name))
     args = dict(class_args or {})
     issues = _argument_issues(entry, args)
@@ -105,8 +116,34 @@ def create_tuner(name: str, class_args: Mapping[str, Any] | None = None) -> Tune
         ) from None
 
 
+def custom_tuner(
+    class_name: str, code_directory: str | None, class_args: Mapping[str, Any] | None = None
+) -> Tuner:
+    """A tuner from a custom class (``tuner: {className, codeDirectory, classArgs}``).
+
+    Raises:
+        ConfigError: the class cannot be imported or refuses its arguments.
+    """
+    cls = load_class(class_name, code_directory, "tuner")
+    instance = custom_instance(cls, class_args, "tuner")
+    if isinstance(instance, Tuner):
+        return instance
+    return NniTunerAdapter(instance, cls.__name__)
+
+
+def _registered_tuner(name: str, entry: dict[str, Any], class_args: Mapping[str, Any]) -> Tuner:
+    validate_class_args(entry, class_args, "tuner")
+    tuner = custom_tuner(str(entry["className"]), entry.get("codeDirectory"), class_args)
+    return tuner
+
+
+def builtin_names() -> set[str]:
+    """Every name a built-in tuner answers to (registered algorithms may not take them)."""
+    return {entry.name for entry in _REGISTRY.values()} | set(_REGISTRY) | set(_NOT_YET)
+
+
 def _unknown_name(name: str) -> Issue:
-    names = available_tuners()
+    names = available_tuners() + sorted(registered_algorithms()["tuner"])
     if any(_normal(name) == _normal(other) for other in _NOT_YET):
         return Issue(
             "tuner.name",
