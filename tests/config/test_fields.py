@@ -470,3 +470,12 @@ def test_advisor_and_tuner_together(project: Project) -> None:
 def test_advisor_errors_name_the_advisor(project: Project) -> None:
     with pytest.raises(ConfigError, match=r"advisor\.codeDirectory: folder not found"):
         project.load(valid(tuner=None, advisor={"className": "a.B", "codeDirectory": "x"}))
+
+
+def test_both_search_spaces_warn_once(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    config = project.load(valid(searchSpace={"other": {"_type": "choice", "_value": [1]}}))
+    config.to_json()
+    config.to_json()
+
+    warnings = [r for r in caplog.records if "both searchSpace and searchSpaceFile" in r.message]
+    assert len(warnings) == 1

@@ -202,3 +202,12 @@ def test_tuner_set_to_none_is_missing() -> None:
 
 def test_v1_converted_is_false_for_python_configs() -> None:
     assert ExperimentConfig().v1_converted is False
+
+
+def test_parts_of_a_config_validate_on_their_own() -> None:
+    service = RemoteConfig(machine_list=[RemoteMachineConfig(host="h", user="u")])
+    service.validate()
+    service.machine_list.append({"host": 5})  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigError, match=r"^invalid config: machineList\[1\]\.host: must be a"):
+        service.validate()

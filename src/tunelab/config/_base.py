@@ -39,6 +39,7 @@ __all__ = [
     "SUPPORTED_PLATFORMS",
     "ConfigModel",
     "UnknownFieldError",
+    "as_input",
     "issues_from",
     "platform_problem",
     "register_platform",
@@ -116,6 +117,20 @@ class ConfigModel(BaseModel):
         except ValidationError as error:
             raise ConfigError(issues_from(error, type(self))) from None
 
+    def validate(self) -> None:  # type: ignore[override]
+        """Check every field's type again, lists and mappings changed in place included.
+
+        :meth:`ExperimentConfig.validate` also checks required fields and the rules between
+        fields; this one is enough for a part of a config on its own.
+
+        Raises:
+            ConfigError: one issue per wrong value.
+        """
+        try:
+            type(self).model_validate(as_input(self))
+        except ValidationError as error:
+            raise ConfigError(issues_from(error, type(self))) from None
+
     @classmethod
     def field_names(cls) -> list[str]:
         """The camelCase names of this model's fields, in declaration order."""
@@ -143,6 +158,15 @@ class ConfigModel(BaseModel):
                 spelling[name] = key
                 matched[name] = value
         return matched
+
+
+def as_input(value: Any) -> Any:
+    """A model as the mapping it could be built from again (to validate it afresh)."""
+    if isinstance(value, ConfigModel):
+        return {name: as_input(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, list):
+        return [as_input(item) for item in value]
+    return value
 
 
 def register_platform(tag: str, model: type[ConfigModel]) -> None:

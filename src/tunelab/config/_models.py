@@ -67,6 +67,7 @@ from pydantic import (
 
 from tunelab.config._base import (
     ConfigModel,
+    as_input,
     issues_from,
     platform_problem,
     register_platform,
@@ -339,6 +340,7 @@ class ExperimentConfig(ConfigModel):
     _base_dir: Path | None = PrivateAttr(None)
     _v1_converted: bool = PrivateAttr(False)
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _warned: set[str] = PrivateAttr(default_factory=set)
 
     _key_hints: ClassVar[dict[str, str]] = {
         **{key: _DROP_HINT for key in ("authorname", "description", "versioncheck")},
@@ -468,10 +470,10 @@ class ExperimentConfig(ConfigModel):
         # Lists and dicts can be changed in place without validation (machine_list.append):
         # check everything again on a fresh copy.
         try:
-            fresh = type(self).model_validate(_as_input(self))
+            fresh = type(self).model_validate(as_input(self))
         except ValidationError as error:
             return {}, _rename(issues_from(error, type(self)), self._origins)
-        builder = _Canonical(self.base_dir, include_secrets)
+        builder = _Canonical(self.base_dir, include_secrets, self._warned)
         canonical = builder.experiment(fresh)
         return canonical, _rename(builder.issues, self._origins)
 
@@ -530,14 +532,6 @@ def _rename(issues: list[Issue], origins: Mapping[str, str]) -> list[Issue]:
                 break
         renamed.append(Issue(where, issue.rule, issue.value, issue.fix, issue.show_value))
     return renamed
-
-
-def _as_input(value: Any) -> Any:
-    if isinstance(value, ConfigModel):
-        return {name: _as_input(getattr(value, name)) for name in type(value).model_fields}
-    if isinstance(value, list):
-        return [_as_input(item) for item in value]
-    return value
 
 
 def _touched(model: ConfigModel) -> bool:
@@ -602,9 +596,10 @@ def _json_problem(value: Any, depth: int = 0) -> str | None:
 class _Canonical:
     """Builds the canonical form of a freshly validated config and collects its problems."""
 
-    def __init__(self, base: Path, include_secrets: bool) -> None:
+    def __init__(self, base: Path, include_secrets: bool, warned: set[str]) -> None:
         self.base = base
         self.include_secrets = include_secrets
+        self.warned = warned
         self.issues: list[Issue] = []
         self.command_somewhere = False
 
@@ -709,7 +704,8 @@ class _Canonical:
                     'for example {"lr": {"_type": "loguniform", "_value": [0.0001, 0.1]}}',
                 )
                 return
-            if space is not None and space != from_file:
+            if space is not None and space != from_file and "space" not in self.warned:
+                self.warned.add("space")
                 _logger.warning(
                     "Config gives both searchSpace and searchSpaceFile; using the file %s", path
                 )
