@@ -85,6 +85,7 @@ from tunelab.config._fields import (
 )
 from tunelab.config._files import FileProblem, read_structured
 from tunelab.config._keys import camel, normalize
+from tunelab.config._v1 import is_v1, to_v2
 from tunelab.errors import ConfigError, Issue
 
 __all__ = [
@@ -393,8 +394,6 @@ class ExperimentConfig(ConfigModel):
             ConfigError: a value of the wrong type, an unknown key, or a v1 field that tunelab
                 cannot honour.
         """
-        from tunelab.config._v1 import is_v1, to_v2
-
         if not isinstance(data, Mapping):
             raise ConfigError(
                 Issue(
