@@ -12,6 +12,7 @@ from tunelab.services._factory import (
 )
 from tunelab.services._gpu import GpuInfo, GpuProbe, GpuScheduler, nvml_probe
 from tunelab.services._local import LocalTrainingService, kill_tree
+from tunelab.services._remote import RemoteMachine, RemoteTrainingService
 
 __all__ = [
     "GpuInfo",
@@ -19,6 +20,8 @@ __all__ = [
     "GpuScheduler",
     "LocalTrainingService",
     "Placement",
+    "RemoteMachine",
+    "RemoteTrainingService",
     "TrainingService",
     "TrialExit",
     "TrialHandle",
