@@ -129,8 +129,8 @@ def _ray_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
 
     GPU placement goes through the injected probe when a test gives GPUs (tunelab's GPU
     scheduler, Ray asked for no GPU); tests/services/test_ray_service.py checks placement by
-    Ray's own GPU accounting. Trials ask for half a CPU, so that the cluster's 3 CPUs hold the
-    suite's 4 side-by-side trials."""
+    Ray's own GPU accounting. Trials ask for a quarter of a CPU, so that the cluster's 3 CPUs
+    hold the suite's 4 side-by-side trials even while another xdist worker runs Ray tests."""
     from tunelab.services._ray import RayTrainingService
 
     cluster = request.getfixturevalue("ray_cluster")
@@ -142,7 +142,7 @@ def _ray_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
     def make(gpus: list[GpuInfo] | None = None, **options: Any) -> TrainingService:
         return RayTrainingService(
             address=cluster.address,
-            trial_cpus=0.5,
+            trial_cpus=0.25,
             gpu_probe=(lambda: gpus) if gpus is not None else None,
             kill_grace=1.0,
             worker_root=worker_root,
@@ -157,37 +157,6 @@ def _ray_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
 
     request.addfinalizer(leave_nothing)
     return kit
-
-
-def _remote_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
-    """Two SSH "machines" on loopback, each its own sshd and login user (tl-alpha by key,
-    tl-beta by password; tests/services/sshd.py). Injected GPUs are the first machine's; the
-    second has none, so that trials asking for GPUs see as many as the test gave."""
-    lab: SshLab = request.getfixturevalue("ssh_lab")
-    code_dir = tmp_path / "code dir"
-    code_dir.mkdir()
-    (code_dir / "trial.py").write_text(TRIAL_SCRIPT, encoding="utf-8")
-    root = lab.remote_root(request)
-
-    def make(
-        gpus: list[GpuInfo] | None = None, use_active_gpu: bool | None = None, **options: Any
-    ) -> TrainingService:
-        active = bool(use_active_gpu)
-        alpha = lab.machine(lab.alpha, "key", use_active_gpu=active)
-        beta = lab.machine(lab.beta, "password", use_active_gpu=active)
-        return RemoteTrainingService(
-            [alpha, beta],
-            code_dir=code_dir,
-            experiment_id="conform",
-            remote_root=root,
-            gpu_probes={alpha.address: lambda: gpus or [], beta.address: lambda: []},
-            known_hosts=tmp_path / "known_hosts",
-            user_known_hosts=None,
-            kill_grace=1.0,
-            **options,
-        )
-
-    return ServiceKit("remote", make, code_dir, "python3", tmp_path)
 
 
 KITS: dict[str, Callable[[Path, pytest.FixtureRequest], ServiceKit]] = {

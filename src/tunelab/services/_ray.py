@@ -112,8 +112,20 @@ _CONNECTION = _Connection()
 _CONNECTION_LOCK = threading.Lock()
 
 
+class _QuietSigterm(logging.Filter):
+    """Drops Ray's warning that it set no SIGTERM handler: tunelab connects from a worker
+    thread on purpose, so that the manager's own SIGTERM handling stays in force."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
 def _connect(address: str | None) -> None:
     import ray
+
+    ray_logger = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _QuietSigterm) for f in ray_logger.filters):
+        ray_logger.addFilter(_QuietSigterm())
 
     # The worker side is pickled by value: workers need no tunelab install.
     ray.cloudpickle.register_pickle_by_value(_ray_supervisor)
@@ -438,11 +450,11 @@ class RayTrainingService(TrainingService):
                 free_sum = sum(max(0.0, node.get(key, 0.0)) for node in free.values())
                 total_sum = sum(node.get(key, 0.0) for node in total.values())
                 return (
-                    f"waiting: no Ray node has {_describe(key, amount)} free "
+                    f"waiting: no Ray node has {_describe(key, amount, free=True)} "
                     f"(cluster: {_amount(free_sum, key)} of {_amount(total_sum, key)} free)"
                 )
-        wanted = ", ".join(_describe(key, amount) for key, amount in need.items())
-        return f"waiting: no Ray node has {wanted} free at once"
+        wanted = " and ".join(_describe(key, amount, free=True) for key, amount in need.items())
+        return f"waiting: no Ray node has {wanted} at once"
 
     def _release(self, handle: _RayHandle) -> None:
         if handle.released:
@@ -807,10 +819,11 @@ def _amount(value: float, key: str = "") -> str:
     return f"{value:g}"
 
 
-def _describe(key: str, amount: float) -> str:
+def _describe(key: str, amount: float, free: bool = False) -> str:
+    """``2 CPUs``, ``1 free GPU``, ``2.0 GiB of free memory``."""
     if key == "memory":
-        return f"{_amount(amount, key)} of memory"
-    return f"{amount:g} {key}" + ("s" if amount > 1 else "")
+        return f"{_amount(amount, key)} of {'free ' if free else ''}memory"
+    return f"{amount:g} {'free ' if free else ''}{key}" + ("s" if amount > 1 else "")
 
 
 def _complete_lines(path: Path) -> bytes:

@@ -13,7 +13,9 @@ Two parts, both started by :mod:`tunelab.services._ray`:
   It submits the trial tasks, so it owns them: they keep running when the manager that asked
   for them dies, and a new manager finds them again through the actor's name. It holds what
   the tasks sent until the manager has written it to the trial's folder, and each trial's exit
-  until the manager has collected it.
+  until the manager has collected it. When a task dies without returning (its worker
+  crashed or was killed), the actor reads what the trial wrote after the task's last report
+  from the files on that node, so that no metric is lost.
 
 Everything that crosses a process boundary here (task arguments, actor-method arguments and
 answers) is JSON-able: strings, numbers, lists and dicts, with file content as base64 text.
@@ -37,7 +39,13 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["ExperimentActor", "remove_experiment_folders", "run_trial", "worker_trial_root"]
+__all__ = [
+    "ExperimentActor",
+    "read_rest",
+    "remove_experiment_folders",
+    "run_trial",
+    "worker_trial_root",
+]
 
 PID_FILE = ".pid"
 EXIT_CODE_FILE = ".exitcode"
@@ -148,6 +156,7 @@ def run_trial(args: dict[str, Any]) -> dict[str, Any]:
         "host": os.uname().nodename,
         "pid": process.pid,
         "trialDir": folder,
+        "tunelab": shipped,
     }
     offsets = {"metrics": len(seed), "stdout": 0, "stderr": 0}
     returncode = _supervise(process, folder, offsets, actor, args, info)
@@ -267,6 +276,23 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def read_rest(folder: str, offsets: dict[str, int]) -> dict[str, Any]:
+    """Everything each stream's file holds after ``offsets``, as [offset, base64]."""
+    start = dict(offsets)
+    gathered: dict[str, bytearray] = {stream: bytearray() for stream in STREAMS}
+    while True:
+        chunks, more = _read_chunks(folder, offsets)
+        for stream, (_, text) in chunks.items():
+            gathered[stream].extend(base64.b64decode(text))
+        if not more:
+            break
+    return {
+        stream: [start[stream], base64.b64encode(bytes(data)).decode("ascii")]
+        for stream, data in gathered.items()
+        if data
+    }
+
+
 def remove_experiment_folders(root: str | None, experiment_id: str) -> str:
     """Remove an experiment's trial folders from this node; returns the folder removed."""
     folder = os.path.join(worker_trial_root(root), experiment_id)
@@ -327,7 +353,29 @@ class ExperimentActor:
         except ray.exceptions.RayError as error:
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             trial.exit = _message(f"the Ray task of the trial failed: {first_line}")
+            await self._salvage(trial)
         trial.ended.set()
+
+    async def _salvage(self, trial: _Trial) -> None:
+        """Fetch what a trial wrote after its task last reported, when the task died (its
+        worker crashed or was killed): the files are still on the node."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if trial.info is None:
+            return
+        offsets = {stream: base + len(data) for stream, (base, data) in trial.buffers.items()}
+        reader = ray.remote(read_rest).options(
+            num_cpus=0,
+            max_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(trial.info["node"], soft=False),
+        )
+        try:
+            chunks = await asyncio.wait_for(reader.remote(trial.info["trialDir"], offsets), 30)
+        except (ray.exceptions.RayError, asyncio.TimeoutError):
+            return
+        for stream, (_, text) in chunks.items():
+            trial.buffers[stream][1].extend(base64.b64decode(text))
 
     def _get(self, trial_id: str, launch_id: str) -> _Trial | None:
         trial = self._trials.get(trial_id)
