@@ -48,6 +48,7 @@ from tunelab.errors import NoMoreTrials, UsageError
 from tunelab.services import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
 from tunelab.space import SearchSpace
 from tunelab.store import ExperimentStore, MetricRecord, TrialRecord, new_trial_id
+from tunelab.trial import METRICS_FILE, read_metrics
 from tunelab.tuners import Tuner
 
 __all__ = ["Engine", "EngineSettings", "format_seconds", "time_scale"]
@@ -605,8 +606,14 @@ class Engine:
     async def _collect_metrics(self, live: _Live) -> None:
         assert live.handle is not None
         lines = await self.service.read_metrics(live.handle)
+        if self._store_metric_lines(live, lines):
+            await self._assess(live)
+
+    def _store_metric_lines(self, live: _Live, lines: list[dict[str, Any]]) -> bool:
+        """Store the lines not stored yet, tagged with the trial's current attempt; return
+        whether intermediate results were among them."""
         if not lines:
-            return
+            return False
         record = live.record
         stored: list[MetricRecord] = []
         final_changed = False
@@ -642,15 +649,14 @@ class Engine:
                 )
             )
         if not stored:
-            return
+            return False
         with self.store.transaction():
             self.store.add_metrics(stored)
             if final_changed:
                 self.store.update_trial(
                     record.sequence, final=record.final, final_default=record.final_default
                 )
-        if any(m.type == "INTERMEDIATE" for m in stored):
-            await self._assess(live)
+        return any(m.type == "INTERMEDIATE" for m in stored)
 
     async def _assess(self, live: _Live) -> None:
         """Ask the assessor whether a running trial goes on; carry out a stop."""
@@ -720,6 +726,7 @@ class Engine:
             logger.exception("Trial %s: could not re-attach", record.trial_id)
             handle = None
         if handle is None:
+            next_line = self._store_lost_attempt(record, spec.trial_dir, next_line)
             self._requeue(record, next_line, RESTART_REASON)
             return
         live = _Live(record, handle=handle, next_line=next_line)
@@ -737,6 +744,16 @@ class Engine:
         live.task = asyncio.get_running_loop().create_task(self._watch(live))
         self.store.add_event("trial_reattached", None, record.sequence)
         logger.info("Trial %s re-attached (#%d)", record.trial_id, record.sequence)
+
+    def _store_lost_attempt(self, record: TrialRecord, trial_dir: Path, next_line: int) -> int:
+        """Store what an attempt whose process is gone wrote after the last stored line (the
+        manager died before reading it), tagged with that attempt, so that the next attempt,
+        which appends to the same file, is not credited with it. Returns the next line."""
+        live = _Live(record, next_line=next_line)
+        live.steps = self.store.attempt_metric_counts(record.sequence, max(record.attempts, 1))
+        lines, _ = read_metrics(trial_dir / METRICS_FILE)
+        self._store_metric_lines(live, lines)
+        return live.next_line
 
     def _requeue(self, record: TrialRecord, next_line: int, reason: str | None) -> None:
         record.status, record.reason, record.end_time = st.WAITING, reason, None
