@@ -99,6 +99,10 @@ def test_b24_sigkill_with_trials_running_reattaches_them(faults: FaultLab) -> No
         # Re-attached, not run again: same process, one attempt, start time kept.
         assert (new.trial_id, new.attempts, new.start_time) == (old.trial_id, 1, old.start_time)
         assert new.status == "SUCCEEDED"
+        # Its end is seen at once, even though its supervisor is no child of the new manager
+        # (where nobody reaps orphans, it stays a zombie).
+        exited = (experiment.trial_dir(new) / ".exitcode").stat().st_mtime
+        assert new.end_time is not None and new.end_time - exited < 1.0
     kinds = [e["kind"] for e in _events(experiment)]
     assert kinds.count("trial_reattached") == 3
     assert done.experiment["used_seconds"] >= held.experiment["used_seconds"]

@@ -75,13 +75,20 @@ def kill_tree(pid: int, sig: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a process group still has a member that runs. Zombies do not count: a
+    supervisor whose manager died is nobody's child, and where the init process does not reap
+    orphans (a container without an init) it stays a zombie, a member of its group, for ever."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
 
 
 def _wrapper_from_pid_file(trial_dir: Path) -> int | None:
@@ -225,8 +232,12 @@ class LocalTrainingService(TrainingService):
         if handle.process is not None:
             returncode: int | None = await handle.process.wait()
         else:
-            # Re-attached: not our child, so poll until its whole group has gone.
-            while self._same_process(handle) or _group_alive(handle.pid):
+            # Re-attached: not our child, so poll. The supervisor writes the exit code as its
+            # last act; without one (it was killed), the trial lasts while its group lives.
+            exit_file = handle.spec.trial_dir / EXIT_CODE_FILE
+            while not exit_file.exists() and (
+                self._same_process(handle) or _group_alive(handle.pid)
+            ):
                 await asyncio.sleep(_POLL_SECONDS)
             returncode = None
         # The trial has ended: whatever it left running in its group goes with it.
