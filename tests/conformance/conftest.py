@@ -159,6 +159,37 @@ def _ray_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
     return kit
 
 
+def _remote_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
+    """Two SSH "machines" on loopback, each its own sshd and login user (tl-alpha by key,
+    tl-beta by password; tests/services/sshd.py). Injected GPUs are the first machine's; the
+    second has none, so that trials asking for GPUs see as many as the test gave."""
+    lab: SshLab = request.getfixturevalue("ssh_lab")
+    code_dir = tmp_path / "code dir"
+    code_dir.mkdir()
+    (code_dir / "trial.py").write_text(TRIAL_SCRIPT, encoding="utf-8")
+    root = lab.remote_root(request)
+
+    def make(
+        gpus: list[GpuInfo] | None = None, use_active_gpu: bool | None = None, **options: Any
+    ) -> TrainingService:
+        active = bool(use_active_gpu)
+        alpha = lab.machine(lab.alpha, "key", use_active_gpu=active)
+        beta = lab.machine(lab.beta, "password", use_active_gpu=active)
+        return RemoteTrainingService(
+            [alpha, beta],
+            code_dir=code_dir,
+            experiment_id="conform",
+            remote_root=root,
+            gpu_probes={alpha.address: lambda: gpus or [], beta.address: lambda: []},
+            known_hosts=tmp_path / "known_hosts",
+            user_known_hosts=None,
+            kill_grace=1.0,
+            **options,
+        )
+
+    return ServiceKit("remote", make, code_dir, "python3", tmp_path)
+
+
 KITS: dict[str, Callable[[Path, pytest.FixtureRequest], ServiceKit]] = {
     "local": lambda tmp_path, request: _local_kit(tmp_path),
     "ray": _ray_kit,
