@@ -5,10 +5,15 @@ trial command with bash (as NNI does) and writes the command's exit code to the 
 so that the exit code survives a manager that died meanwhile. The wrapper leads a new session
 and process group, so a manager killed with SIGKILL leaves its trials running; the next
 manager re-attaches them by the wrapper's pid and start time (:meth:`reattach`) and learns how
-they ended from the exit-code file. Cancelling a trial ends its process group and every
-descendant found by walking the process tree, so children that left the group end too. A bash
-wrapper rather than a Python one keeps the cost per trial to about a millisecond on top of the
-trial's own start-up.
+they ended from the exit-code file. A bash wrapper rather than a Python one keeps the cost per
+trial to about a millisecond on top of the trial's own start-up.
+
+A trial's processes are its wrapper's process group, the wrapper's descendants, and every
+process whose environment names the trial's folder (``TUNELAB_TRIAL_DIR``): the last finds
+children that left the group and outlived their parent. Cancelling a trial sends SIGTERM to
+all of them and waits, up to the grace period, until every one has gone (the trial may be
+cleaning up; the wrapper waits for it and records its exit code), then kills what is left.
+When a trial ends on its own, whatever it left running is killed.
 
 stdout and stderr go straight to ``trial.stdout`` and ``trial.stderr`` in the trial folder;
 metrics are read from the trial's ``metrics.jsonl`` (see :mod:`tunelab.trial`).
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 from pathlib import Path
@@ -28,7 +34,7 @@ import psutil
 from tunelab.compat import nni_path
 from tunelab.services._base import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
 from tunelab.services._gpu import GpuProbe, GpuScheduler, nvml_probe
-from tunelab.trial import METRICS_FILE, read_metrics, trial_env, write_parameters
+from tunelab.trial import ENV_TRIAL_DIR, METRICS_FILE, read_metrics, trial_env, write_parameters
 
 __all__ = ["LocalTrainingService", "kill_tree"]
 
@@ -38,7 +44,11 @@ STDOUT_FILE = "trial.stdout"
 STDERR_FILE = "trial.stderr"
 
 # $1 is the trial command. The exit code is written with a shell builtin (no extra process).
+# SIGTERM, sent to the whole group on cancel, is trapped so that the wrapper outlives the trial
+# while the trial cleans up and then records its exit code; a trapped signal is reset to its
+# default in the trial, unlike an ignored one.
 _WRAPPER = (
+    "trap : TERM\n"
     'printf "%s\\n" "$$" > "$TUNELAB_TRIAL_DIR/' + PID_FILE + '"\n'
     '/bin/bash -c "$1"\n'
     "code=$?\n"
@@ -61,17 +71,51 @@ class _LocalHandle(TrialHandle):
         return {"pid": self.pid, "createTime": self.create_time}
 
 
-def kill_tree(pid: int, sig: int) -> None:
-    """Send ``sig`` to a process, its process group and all its descendants."""
+def kill_tree(
+    pid: int, sig: int, trial_dir: Path | None = None, since: float | None = None
+) -> list[psutil.Process]:
+    """Send ``sig`` to a process, its process group and all its descendants.
+
+    With ``trial_dir``, also to every process started at ``since`` or later whose environment
+    names that trial folder, so that children that left the group and outlived their parent
+    are reached too. Returns the processes signalled (without the group's other members).
+    """
+    found: dict[int, psutil.Process] = {}
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        leader = psutil.Process(pid)
+        found[pid] = leader
+        found.update((child.pid, child) for child in leader.children(recursive=True))
     except psutil.Error:
-        children = []
+        pass
+    if trial_dir is not None:
+        found.update((p.pid, p) for p in _carrying(trial_dir, since) if p.pid not in found)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    for child in children:
+    for process in found.values():
         with contextlib.suppress(psutil.Error):
-            child.send_signal(sig)
+            process.send_signal(sig)
+    return list(found.values())
+
+
+def _carrying(trial_dir: Path, since: float | None) -> list[psutil.Process]:
+    """This user's live processes whose environment names ``trial_dir`` as the trial folder."""
+    wanted, me = str(trial_dir), os.getuid()
+    earliest = -math.inf if since is None else since - 1.0
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.create_time() < earliest or process.uids().real != me:
+                continue
+            if process.environ().get(ENV_TRIAL_DIR) == wanted and _running(process):
+                found.append(process)
+    return found
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _group_alive(pgid: int) -> bool:
@@ -240,8 +284,8 @@ class LocalTrainingService(TrainingService):
             ):
                 await asyncio.sleep(_POLL_SECONDS)
             returncode = None
-        # The trial has ended: whatever it left running in its group goes with it.
-        kill_tree(handle.pid, signal.SIGKILL)
+        # The trial has ended: whatever it left running goes with it.
+        await self._kill(handle, signal.SIGKILL)
         self._release(handle)
         return exit_from_files(handle.spec.trial_dir, returncode)
 
@@ -255,16 +299,21 @@ class LocalTrainingService(TrainingService):
         assert isinstance(handle, _LocalHandle)
         if handle.pid is None or not (self._same_process(handle) or _group_alive(handle.pid)):
             return
-        kill_tree(handle.pid, signal.SIGTERM)
-        deadline = asyncio.get_running_loop().time() + self._kill_grace
-        while asyncio.get_running_loop().time() < deadline:
-            if handle.process is not None and handle.process.returncode is not None:
-                break
-            if handle.process is None and not _group_alive(handle.pid):
-                break
+        tree = await self._kill(handle, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._kill_grace
+        while loop.time() < deadline:
+            if not any(_running(p) for p in tree) and not _group_alive(handle.pid):
+                return
             await asyncio.sleep(0.05)
-        else:
-            kill_tree(handle.pid, signal.SIGKILL)
+        await self._kill(handle, signal.SIGKILL)
+
+    async def _kill(self, handle: _LocalHandle, sig: int) -> list[psutil.Process]:
+        """``kill_tree`` for a trial, off the event loop (it may scan every process)."""
+        assert handle.pid is not None
+        return await asyncio.get_running_loop().run_in_executor(
+            None, kill_tree, handle.pid, sig, handle.spec.trial_dir, handle.create_time
+        )
 
     def _release(self, handle: _LocalHandle) -> None:
         if handle.placement.gpu_indices and not handle.released:
