@@ -99,7 +99,7 @@ class SshServer:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # the machine may be busy with other suites
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd on port {self.port} failed: {self.log.read_text()}")
@@ -110,6 +110,18 @@ class SshServer:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"sshd on port {self.port} did not start: {self.log.read_text()}")
+
+    def start_on_a_free_port(self) -> None:
+        """Start, taking another port if someone took this one since it was picked."""
+        for attempt in range(5):
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == 4 or "Address already in use" not in self.log.read_text():
+                    raise
+                self.port = _free_port()
 
     def stop(self) -> None:
         """Stop the server and every session it serves (a host that went away)."""
@@ -182,7 +194,7 @@ class SshLab:
         server = SshServer(_free_port(), user, self.workdir, self.alpha.host_key, self.tag)
         self.extra.append(server)
         if start:
-            server.start()
+            server.start_on_a_free_port()
         return server
 
     def remote_root(self, request: pytest.FixtureRequest) -> str:
@@ -274,24 +286,32 @@ def _authorize(user: str, tag: str, keys: list[asyncssh.SSHKey]) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _start_agent(workdir: Path, key: asyncssh.SSHKey) -> tuple[str, subprocess.Popen[bytes]]:
-    socket_path = str(workdir / "agent.sock")
-    process = subprocess.Popen(
+def _start_agent(lab: SshLab, key: asyncssh.SSHKey) -> None:
+    """Start an ssh-agent holding ``key`` only (``lab.agent`` is set first, so that
+    ``lab.close`` stops it whatever happens next)."""
+    socket_path = str(lab.workdir / "agent.sock")
+    lab.agent = process = subprocess.Popen(
         ["ssh-agent", "-D", "-a", socket_path],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while not os.path.exists(socket_path) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    lab.agent_socket = socket_path
 
     async def add() -> None:
-        async with asyncssh.connect_agent(socket_path) as agent:
-            await agent.add_keys([key])
+        # The socket's file appears when the agent binds it, a moment before it listens.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                async with asyncssh.connect_agent(socket_path) as agent:
+                    await agent.add_keys([key])
+                return
+            except (OSError, asyncssh.Error, ValueError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                await asyncio.sleep(0.05)
 
     asyncio.run(add())
-    return socket_path, process
 
 
 def start_lab() -> SshLab:
@@ -332,9 +352,9 @@ def _start_lab_in(workdir: Path, password: str) -> SshLab:
     beta = SshServer(_free_port(), "tl-beta", workdir, host_key, tag)
     lab = SshLab(workdir, tag, password, passphrase, plain_path, protected_path, "", alpha, beta)
     try:
-        alpha.start()
-        beta.start()
-        lab.agent_socket, lab.agent = _start_agent(workdir, in_agent)
+        alpha.start_on_a_free_port()
+        beta.start_on_a_free_port()
+        _start_agent(lab, in_agent)
     except BaseException:
         lab.close()
         raise
