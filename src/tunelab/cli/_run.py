@@ -1,0 +1,292 @@
+"""Starting and stopping experiments: ``create``, ``resume``, ``view``, ``stop``, ``top``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Group
+from rich.table import Table
+
+from tunelab.cli._common import (
+    err,
+    metric_text,
+    out,
+    say,
+    seconds_text,
+    target,
+    warn,
+)
+from tunelab.client import (
+    ExperimentClient,
+    by_port,
+    config_differences,
+    create_experiment,
+    live_experiments,
+    load_config_file,
+    resolve,
+    resume_experiment,
+    runnable_config,
+    secrets_of,
+    view_experiment,
+)
+from tunelab.errors import UsageError
+
+__all__ = ["create", "resume", "stop", "top", "view"]
+
+FINAL = ("DONE", "STOPPED", "ERROR")
+_PORT = click.IntRange(1, 65535)
+
+
+def _started(client: ExperimentClient, verb: str, foreground: bool) -> None:
+    say(f"Experiment {client.id} {verb}: {client.url}")
+    if not foreground:
+        say(f"  status: tunelab experiment status {client.id}")
+        say(f"  trials: tunelab trial ls {client.id}")
+        say(f"  stop:   tunelab stop {client.id}")
+
+
+@click.command()
+@click.option("--config", "-c", "config_file", required=True, help="The experiment config file.")
+@click.option(
+    "--port",
+    "-p",
+    type=_PORT,
+    default=None,
+    help="Port of the experiment's API (default: 8080 or the next free one).",
+)
+@click.option("--foreground", "-f", is_flag=True, help="Show progress until the experiment ends.")
+@click.option("--debug", "-d", is_flag=True, help="Log at debug level (log/manager.log).")
+def create(config_file: str, port: int | None, foreground: bool, debug: bool) -> None:
+    """Create an experiment from a config file and start it."""
+    config = load_config_file(config_file)
+    if config.v1_converted:
+        warn(
+            "note: this is an NNI v1 config; it was converted. The v2 form is:\n"
+            + config.v2_yaml()
+        )
+    client = create_experiment(runnable_config(config, debug=debug), port)
+    _started(client, "started", foreground)
+    if foreground:
+        sys.exit(follow(client))
+
+
+@click.command()
+@click.argument("experiment_id")
+@click.option("--port", "-p", type=_PORT, default=None, help="Port (default: 8080 or the next).")
+@click.option("--foreground", "-f", is_flag=True, help="Show progress until the experiment ends.")
+@click.option(
+    "--config",
+    "-c",
+    "config_file",
+    help="The experiment's config file again, for what the store never keeps (SSH "
+    "passwords and passphrases); it must describe the same experiment.",
+)
+def resume(
+    experiment_id: str, port: int | None, foreground: bool, config_file: str | None
+) -> None:
+    """Take up a stopped or crashed experiment where it ended.
+
+    Trials that a stop cancelled, or that a crash interrupted, run again under their own ids
+    and are not counted twice; numbering continues.
+    """
+    client = resolve(experiment_id)
+    secrets = None
+    if config_file is not None:
+        config = load_config_file(config_file)
+        differences = config_differences(client.config(), config.to_json())
+        if differences:
+            raise UsageError(
+                f"{config_file} does not describe experiment {client.id}: "
+                f"{', '.join(differences)} differ from its stored config (tunelab config show "
+                f"{client.id}); give its own config file, or none"
+            )
+        secrets = secrets_of(config.to_json(include_secrets=True))
+    if client.viewed:
+        say(f"Closing the read-only view of experiment {client.id} first.")
+    client = resume_experiment(client, port, secrets)
+    _started(client, "resumed", foreground)
+    if foreground:
+        sys.exit(follow(client))
+
+
+@click.command()
+@click.argument("experiment_id")
+@click.option("--port", "-p", type=_PORT, default=None, help="Port (default: 8080 or the next).")
+def view(experiment_id: str, port: int | None) -> None:
+    """Open a stopped experiment read-only (status VIEWED): its API and data, no changes."""
+    client = view_experiment(resolve(experiment_id), port)
+    say(f"Experiment {client.id} is open read-only (VIEWED): {client.url}")
+    say(f"  close it: tunelab stop {client.id}")
+
+
+@click.command()
+@click.argument("experiment_id", required=False)
+@click.option("--port", "-p", type=_PORT, default=None, help="The experiment on this port.")
+@click.option("--all", "-a", "stop_all", is_flag=True, help="Stop every running experiment.")
+def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
+    """Stop a running experiment: by id, unique id prefix, 'prefix*' (all that match), port,
+    or --all. With none of these: the one that runs.
+
+    Its trials are ended and marked USER_CANCELED; a resume runs them again.
+    """
+    if sum(bool(x) for x in (experiment_id, port, stop_all)) > 1:
+        raise UsageError("give an experiment id, --port or --all, not several")
+    if stop_all:
+        targets = live_experiments()
+        if not targets:
+            say("No experiment is running.")
+            return
+    elif port is not None:
+        targets = [by_port(port)]
+    elif experiment_id and experiment_id.endswith("*"):
+        prefix = experiment_id[:-1]
+        targets = [c for c in live_experiments() if c.id.startswith(prefix)]
+        if not targets:
+            running = ", ".join(c.id for c in live_experiments()) or "none"
+            raise UsageError(
+                f"no running experiment id starts with {prefix!r} (running: {running})"
+            )
+    elif experiment_id:
+        targets = [resolve(experiment_id)]
+    elif not live_experiments():
+        raise UsageError("no experiment is running")
+    else:
+        targets = [target(None, ", or use --all")]
+    for client in targets:
+        was_viewed = client.viewed
+        status = client.stop()
+        if was_viewed:
+            say(f"Experiment {client.id}: read-only view closed.")
+        else:
+            say(f"Experiment {client.id} stopped ({status}).")
+    if stop_all:
+        say(f"Stopped {len(targets)} experiment{'s' if len(targets) != 1 else ''}: "
+            + ", ".join(c.id for c in targets))  # fmt: skip
+
+
+# -- following an experiment ------------------------------------------------------------------
+
+
+def _progress_line(view: dict[str, Any]) -> str:
+    counts = view.get("trialCounts") or {}
+    parts = [f"{count} {state.lower()}" for state, count in sorted(counts.items())]
+    line = f"{view['status']}  trials: {', '.join(parts) or 'none yet'}"
+    best = view.get("best")
+    if best:
+        line += f"  best: {metric_text(best)} (trial {best['id']})"
+    return line
+
+
+def follow(client: ExperimentClient) -> int:
+    """Show progress until the experiment ends, then the best trial; stop it on Ctrl-C.
+
+    Returns the exit code: 0 when DONE, 1 when it ended otherwise, 130 on Ctrl-C."""
+    last = ""
+    view: dict[str, Any] = {}
+    try:
+        while True:
+            view = client.experiment()
+            line = _progress_line(view)
+            if line != last:
+                say(time.strftime("%H:%M:%S ") + line)
+                last = line
+            if view["status"] in FINAL:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        err.print("stopping the experiment...")
+        client.stop()
+        err.print(f"Experiment {client.id} stopped.")
+        return 130
+    client.refresh()
+    if client.running:
+        client.stop()
+    for message in view.get("errors") or []:
+        warn(f"error: {message}")
+    best = client.best()
+    if best is None:
+        say(f"Experiment {client.id} {view['status']}: no trial reported a final result.")
+    else:
+        say(
+            f"Experiment {client.id} {view['status']}. Best trial {best['id']} "
+            f"(#{best['sequence']}): {metric_text(best)}"
+        )
+        say(f"  parameters: {json.dumps(best['parameters'])}")
+    return 0 if view["status"] == "DONE" else 1
+
+
+# -- top --------------------------------------------------------------------------------------
+
+
+def _top_view() -> Group:
+    experiments = Table("id", "name", "status", "trials", "best", "used", "url", title=None)
+    trials = Table("experiment", "#", "trial", "status", "duration", "latest", "parameters")
+    live = live_experiments()
+    for client in live:
+        try:
+            view = client.experiment()
+            rows = client.trials()
+        except Exception as error:  # one experiment that ends meanwhile must not end `top`
+            experiments.add_row(client.id, "", f"unreadable: {error}", "", "", "", "")
+            continue
+        counts = view.get("trialCounts") or {}
+        experiments.add_row(
+            client.id,
+            str(view.get("name") or ""),
+            str(view["status"]),
+            ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())),
+            metric_text(view["best"]) if view.get("best") else "",
+            seconds_text(view.get("usedSeconds")),
+            client.url or "",
+        )
+        for trial in rows:
+            if trial["status"] not in ("RUNNING", "WAITING"):
+                continue
+            trials.add_row(
+                client.id,
+                str(trial["sequence"]),
+                trial["id"],
+                trial["status"],
+                seconds_text(trial.get("duration")),
+                metric_text(trial),
+                json.dumps(trial["parameters"]),
+            )
+    if not live:
+        return Group("No experiment is running.")
+    stamp = time.strftime("%H:%M:%S")
+    return Group(f"tunelab top  {stamp}", experiments, trials)
+
+
+@click.command()
+@click.option(
+    "--time",
+    "-t",
+    "interval",
+    type=click.FloatRange(min=0.1),
+    default=3.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print the table once and end.")
+def top(interval: float, once: bool) -> None:
+    """Running experiments and their running trials, refreshed until Ctrl-C."""
+    if once:
+        out.print(_top_view())
+        return
+    from rich.live import Live
+
+    try:
+        if not out.is_terminal:  # piped: one table per refresh, nothing redrawn in place
+            while True:
+                out.print(_top_view())
+                time.sleep(interval)
+        with Live(_top_view(), console=out, auto_refresh=False) as screen:
+            while True:
+                time.sleep(interval)
+                screen.update(_top_view(), refresh=True)
+    except KeyboardInterrupt:
+        return
