@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,90 @@ class Lab:
         assert result.code == 0, result.stderr
         status: dict[str, Any] = result.json()
         return status
+
+    # -- helpers added for the management commands (tests/cli, tests/api) ------------------
+
+    def tl(self, *args: str) -> CliResult:
+        """The CLI's own entry point run in this process: the same code as ``cli`` without
+        the second or two a new interpreter costs; for the many follow-up commands a test
+        runs. Errors still go through ``main``'s one-line handling."""
+        import contextlib
+        import io
+
+        from tunelab.cli import main
+
+        stdout, stderr = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main(list(args))
+            except SystemExit as end:
+                code = end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
+        return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+    def start(self, config: Path, *extra: str) -> str:
+        """``tunelab create`` without --foreground; returns the experiment id."""
+        result = self.cli("create", "--config", str(config), *extra)
+        assert result.code == 0, result.stderr
+        return result.stdout.split()[1]
+
+    def client(self, experiment_id: str) -> Any:
+        """The experiment through tunelab.client, in this process (fast reads for waiting)."""
+        from tunelab.client import resolve
+
+        return resolve(experiment_id)
+
+    def wait(
+        self,
+        experiment_id: str,
+        until: Callable[[dict[str, Any], list[dict[str, Any]]], bool],
+        timeout: float = 60,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Poll the experiment's profile and trials until ``until(profile, trials)``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            client = self.client(experiment_id)
+            profile, trials = client.experiment(), client.trials()
+            if until(profile, trials):
+                return profile, trials
+            assert time.monotonic() < deadline, (profile["status"], trials)
+            time.sleep(0.1)
+
+    def wait_status(
+        self, experiment_id: str, states: Iterable[str], timeout: float = 60
+    ) -> dict[str, Any]:
+        wanted = set(states)
+        profile, _ = self.wait(experiment_id, lambda p, _: p["status"] in wanted, timeout)
+        return profile
+
+    def wait_running(self, experiment_id: str, count: int, timeout: float = 60) -> list[Any]:
+        """Wait until ``count`` trials run; returns the trials."""
+        _, trials = self.wait(
+            experiment_id,
+            lambda _, ts: sum(t["status"] == "RUNNING" for t in ts) >= count,
+            timeout,
+        )
+        return trials
+
+
+# A trial that waits until its gate file exists, then reports x (or 1.0 when the space has no
+# x). Tests hold trials RUNNING with it for as long as they need, without sleeping.
+GATED_TRIAL = """
+import pathlib, sys, time, tunelab
+params = tunelab.get_next_parameter()
+print("trial", tunelab.get_trial_id(), "got", params, flush=True)
+print("a line on stderr", file=sys.stderr, flush=True)
+gate = pathlib.Path({gate!r})
+while not gate.exists():
+    time.sleep(0.02)
+tunelab.report_intermediate_result(0.5)
+x = params.get("x", 1.0)
+tunelab.report_final_result(x if isinstance(x, (int, float)) else 1.0)
+"""
+
+
+def gated_trial(gate: Path) -> str:
+    return GATED_TRIAL.format(gate=str(gate))
 
 
 @pytest.fixture
