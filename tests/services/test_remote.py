@@ -82,9 +82,8 @@ class Remote:
         options.setdefault("user_known_hosts", None)
         options.setdefault("kill_grace", 1.0)
         options.setdefault("retry_delays", (0.2, 0.5))
-        service = RemoteTrainingService(
-            machines, code_dir=self.code, remote_root=self.root, **options
-        )
+        options.setdefault("remote_root", self.root)
+        service = RemoteTrainingService(machines, code_dir=self.code, **options)
         self.services.append(service)
         return service
 
@@ -632,3 +631,19 @@ def test_the_remote_platform_is_built_from_a_config(tmp_path: Path) -> None:
     config["trainingService"] = {"platform": "remote", "machineList": []}
     with pytest.raises(ConfigError, match="machineList: needs at least one machine"):
         create_service(config)
+
+
+def test_platform_clean_removes_the_whole_remote_root(remote: Remote) -> None:
+    async def body() -> None:
+        service = remote.service([remote.lab.machine(remote.lab.alpha)])
+        await service.start()
+        await service.close()
+        root = remote.lab.home("tl-alpha") / remote.root
+        assert root.is_dir()
+        await remote.service([remote.lab.machine(remote.lab.alpha)]).cleanup(None)
+        assert not root.exists()
+        careless = remote.service([remote.lab.machine(remote.lab.alpha)], remote_root=".")
+        with pytest.raises(ValueError, match="not a folder tunelab may remove"):
+            await careless.cleanup(None)
+
+    remote.run(body)

@@ -1019,15 +1019,20 @@ class RemoteTrainingService(TrainingService):
 
     # -- cleanup ---------------------------------------------------------------------------
 
-    async def cleanup(self, experiment_id: str) -> None:
-        """Remove ``<remote root>/<experiment id>`` on every machine.
+    async def cleanup(self, experiment_id: str | None) -> None:
+        """Remove ``<remote root>/<experiment id>`` on every machine; with None (``platform
+        clean``), the remote root itself, with every experiment in it.
 
         Raises:
             OSError: a machine could not be reached or the folder not removed (all machines
                 are tried first; the message names each one that failed).
+            ValueError: the id or the root cannot name a folder of tunelab's own.
         """
         _quiet_asyncssh()
-        self._checked_id(experiment_id)
+        if experiment_id is not None:
+            self._checked_id(experiment_id)
+        elif self._root.strip("/.") in ("", "~") or ".." in self._root.split("/"):
+            raise ValueError(f"remote root {self._root!r} is not a folder tunelab may remove")
         results = await asyncio.gather(
             *(self._cleanup_host(host, experiment_id) for host in self._hosts),
             return_exceptions=True,
@@ -1040,7 +1045,7 @@ class RemoteTrainingService(TrainingService):
         if failures:
             raise OSError("remote folders not removed: " + "; ".join(failures))
 
-    async def _cleanup_host(self, host: _Host, experiment_id: str) -> None:
+    async def _cleanup_host(self, host: _Host, experiment_id: str | None) -> None:
         conn, own = host.conn, False
         if conn is None:
             conn = await connect(
@@ -1048,14 +1053,21 @@ class RemoteTrainingService(TrainingService):
             )
             own = True
         try:
-            target = f"{shlex.quote(self._root)}/{shlex.quote(experiment_id)}"
+            target = shlex.quote(self._root)
+            if experiment_id is not None:
+                target += "/" + shlex.quote(experiment_id)
             script = f"rm -rf -- {target}"
             if not self._root.startswith("/"):
                 script = "cd && " + script  # a relative root is under the login user's home
             result = await conn.run(_sh(script), check=False, timeout=120)
             if result.exit_status != 0:
                 raise OSError(str(result.stderr).strip()[-300:] or f"exit {result.exit_status}")
-            logger.info("Experiment %s: removed its folder on host %s", experiment_id, host.name)
+            if experiment_id is None:
+                logger.info("Host %s: removed %s", host.name, self._root)
+            else:
+                logger.info(
+                    "Experiment %s: removed its folder on host %s", experiment_id, host.name
+                )
         finally:
             if own:
                 conn.close()
@@ -1100,11 +1112,11 @@ def build_remote(section: dict[str, Any], config: dict[str, Any]) -> RemoteTrain
     probes: dict[str, GpuProbe] | None = None
     if fake is not None:
         probes = {m.address: (lambda: fake) for m in machines}
-    code_dir = config.get("trialCodeDirectory")
+    code_dir = section.get("trialCodeDirectory") or config.get("trialCodeDirectory")
     return RemoteTrainingService(
         machines,
         code_dir=Path(code_dir) if code_dir else None,
-        gpu_number=config.get("trialGpuNumber"),
+        gpu_number=section.get("trialGpuNumber", config.get("trialGpuNumber")),
         gpu_probes=probes,
     )
 

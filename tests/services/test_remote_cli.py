@@ -1,0 +1,92 @@
+"""An NNI config with ``platform: remote`` through the real CLI and manager: trials on two SSH
+servers (tests/services/sshd.py), then ``experiment delete`` cleaning the remote folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import Lab
+from tests.services.sshd import SshLab, kill_processes_under, ssh_lab  # noqa: F401
+
+TRIAL = """
+import os
+import nni
+
+params = nni.get_next_parameter()
+print("ran as", os.environ["USER"], "in", os.getcwd(), flush=True)
+nni.report_intermediate_result(params["x"] / 2)
+nni.report_final_result(params["x"])
+"""
+
+
+@pytest.mark.slow
+def test_an_nni_config_runs_on_two_ssh_hosts_and_delete_cleans_them(
+    lab: Lab,
+    ssh_lab: SshLab,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    created: list[str] = []
+
+    def leave_nothing() -> None:
+        for experiment_id in created:
+            kill_processes_under(f"tunelab-experiments/{experiment_id}")
+            for user in ("tl-alpha", "tl-beta"):
+                shutil.rmtree(ssh_lab.home(user) / "tunelab-experiments" / experiment_id, True)
+
+    request.addfinalizer(leave_nothing)
+    config = lab.write(
+        {"x": {"_type": "choice", "_value": [1, 2, 3, 4]}},
+        TRIAL,
+        trialCommand="python3 trial.py",
+        trialConcurrency=2,
+        maxTrialNumber=4,
+        tuner={"name": "GridSearch"},
+        trainingService={
+            "platform": "remote",
+            "machineList": [
+                {
+                    "host": "127.0.0.1",
+                    "port": ssh_lab.alpha.port,
+                    "user": "tl-alpha",
+                    "sshKeyFile": str(ssh_lab.protected_key),
+                    "sshPassphrase": ssh_lab.passphrase,
+                },
+                {
+                    "host": "127.0.0.1",
+                    "port": ssh_lab.beta.port,
+                    "user": "tl-beta",
+                    "password": ssh_lab.password,
+                },
+            ],
+        },
+    )
+
+    result, experiment_id = lab.run(config)
+    created.append(experiment_id)
+    assert result.code == 0, result.stderr
+    trials = lab.trials(experiment_id)
+    assert sorted(t["status"] for t in trials) == ["SUCCEEDED"] * 4
+    assert sorted(t["default"] for t in trials) == [1, 2, 3, 4]
+    users = set()
+    for trial in trials:
+        stdout = lab.home / experiment_id / "trials" / trial["id"] / "trial.stdout"
+        users.add(stdout.read_text().split()[2])
+    assert users == {"tl-alpha", "tl-beta"}  # both machines ran trials
+    for user in users:
+        assert (ssh_lab.home(user) / "tunelab-experiments" / experiment_id / "code").is_dir()
+    stored = (lab.home / experiment_id / "experiment.db").read_bytes()
+    assert ssh_lab.password.encode() not in stored
+    assert ssh_lab.passphrase.encode() not in stored
+    log = "".join(p.read_text() for p in (lab.home / experiment_id / "log").glob("*"))
+    assert ssh_lab.password not in log and ssh_lab.passphrase not in log
+
+    deleted = lab.cli("experiment", "delete", experiment_id, "--yes", "--config", str(config))
+    assert deleted.code == 0, deleted.stderr
+    for user in users:
+        assert not (ssh_lab.home(user) / "tunelab-experiments" / experiment_id).exists()
+    assert json.dumps(trials).count(ssh_lab.password) == 0
