@@ -33,6 +33,9 @@ OBJECT_STORE_BYTES = 100 * 1000 * 1000
 HEAD_CPUS = 2
 WORKER_CPUS = 1
 WORKER_GPUS = 1
+# Ray 2.5x turns token authentication on for a head when ~/.ray/auth_token exists (a local
+# ray.init() writes one) but not for the nodes joining it: say the mode everywhere.
+AUTH_MODE = "disabled"
 
 
 @dataclass
@@ -65,7 +68,7 @@ def start_cluster() -> RayCluster:
     head_dir = tempfile.mkdtemp(prefix="tlray-head-", dir="/tmp")
     worker_dir = tempfile.mkdtemp(prefix="tlray-node-", dir="/tmp")
     cluster = RayCluster("", [head_dir, worker_dir])
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE=AUTH_MODE)
     port = _free_port()
     common = ["--node-ip-address=127.0.0.1", f"--object-store-memory={OBJECT_STORE_BYTES}"]
     try:
@@ -153,6 +156,8 @@ def _alive(cluster: RayCluster) -> bool:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """The session's Ray cluster (skipped when Ray is not installed)."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'tunelab[ray]'")
+    saved_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = AUTH_MODE  # the tests' own connections to the cluster
     # Under xdist, the workers' temporary folders share a parent that is this session's own.
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -180,3 +185,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
                 state_file.unlink()
             else:
                 state_file.write_text(json.dumps(state))
+        if saved_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_mode

@@ -359,8 +359,13 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_without_an_address_the_service_runs_its_own_local_cluster(tmp_path: Path) -> None:
+def test_without_an_address_the_service_runs_its_own_local_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ray
+
+    # Else Ray 2.5x writes ~/.ray/auth_token, which changes how later `ray start`s behave.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
 
     code_dir = tmp_path / "code"
     code_dir.mkdir()
