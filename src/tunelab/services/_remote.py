@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import math
@@ -88,6 +87,7 @@ LOG_FILES = ("trial.stdout", "trial.stderr")
 MIN_PYTHON = (3, 8)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _CHUNK = 1 << 20
+_STABLE_SECONDS = 10.0
 
 # Run by the host's Python: make the experiment's folders, say where things are.
 _BOOTSTRAP = """
@@ -332,7 +332,7 @@ class RemoteTrainingService(TrainingService):
             if isinstance(result, HostError):
                 issues.append(Issue(f"trainingService.machineList[{index}]", str(result)))
             elif isinstance(result, BaseException):
-                logger.warning("Host %s unreachable (%s); retrying", host.name, describe(result))
+                self._host_down(host, describe(result), 0.0)  # logged once, retried when bound
         if issues:
             await self.close()
             raise ConfigError(issues)
@@ -421,15 +421,25 @@ class RemoteTrainingService(TrainingService):
             if host.first_attempt is not None and not host.first_attempt.done():
                 host.first_attempt.set_result(error)
             if error is None:
-                attempt = 0
+                up_since = time.monotonic()
                 self._host_up(host)
                 assert host.link is not None
                 await host.link.closed.wait()
                 if self._closing:
                     return
+                # A connection that ends at once (a keeper that cannot run) is not retried in
+                # a tight loop: only one that lasted a while is retried straight away.
+                delay = 0.0
+                if time.monotonic() - up_since >= _STABLE_SECONDS:
+                    attempt = 0
+                else:
+                    delay = self._retry_delays[min(attempt, len(self._retry_delays) - 1)]
+                    attempt += 1
                 host.refused = False
-                self._host_down(host, "connection lost", 0.0)
+                self._host_down(host, "connection lost", delay)
                 await self._disconnect(host)
+                if delay:
+                    await self._back_off(host, delay)
                 continue
             delay = self._retry_delays[min(attempt, len(self._retry_delays) - 1)]
             attempt += 1
@@ -564,14 +574,14 @@ class RemoteTrainingService(TrainingService):
         host.status, host.error, host.retry_at = "down", reason, now + retry_in
         if host.down_since is None:
             host.down_since = now
-        if first:
-            if host.refused:
-                message = "Host %s: %s; retrying"
-            elif host.ever_up:
-                message = "Host %s connection lost (%s); retrying"
-            else:
-                message = "Host %s unreachable (%s); retrying"
-            logger.warning(message, host.name, reason)
+        if first and host.refused:
+            logger.warning("Host %s: %s; retrying", host.name, reason)
+        elif first and not host.ever_up:
+            logger.warning("Host %s unreachable (%s); retrying", host.name, reason)
+        elif first and reason == "connection lost":
+            logger.warning("Host %s connection lost; retrying", host.name)
+        elif first:
+            logger.warning("Host %s connection lost (%s); retrying", host.name, reason)
         else:
             logger.debug("Host %s still unreachable (%s)", host.name, reason)
 
@@ -693,7 +703,7 @@ class RemoteTrainingService(TrainingService):
         self,
         host: _Host,
         conn: asyncssh.SSHClientConnection,
-        source: Path | bytes,
+        source: Path | IO[bytes],
         digest: str,
     ) -> None:
         exp = shlex.quote(host.exp_dir)
@@ -703,7 +713,7 @@ class RemoteTrainingService(TrainingService):
         )
         process = await conn.create_process(_sh(script), encoding=None)
         loop = asyncio.get_running_loop()
-        reader: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+        reader = source.open("rb") if isinstance(source, Path) else source
         try:
             while True:
                 chunk = await loop.run_in_executor(None, reader.read, _CHUNK)
@@ -714,7 +724,8 @@ class RemoteTrainingService(TrainingService):
             process.stdin.write_eof()
             result = await process.wait(check=False)
         finally:
-            reader.close()
+            if reader is not source:
+                reader.close()
         if result.exit_status != 0:
             stderr = result.stderr if isinstance(result.stderr, bytes) else b""
             raise OSError(
@@ -734,13 +745,10 @@ class RemoteTrainingService(TrainingService):
             digest = manifest.digest(self._support_digest())
             loop = asyncio.get_running_loop()
 
-            def build() -> bytes:
-                out = io.BytesIO()
-                write_tar(out, manifest, changed)
-                return out.getvalue()
-
-            data = await loop.run_in_executor(None, build)
-            await self._send_tar(host, host.conn, data, digest)
+            with tempfile.SpooledTemporaryFile(max_size=16 << 20) as data:
+                await loop.run_in_executor(None, write_tar, data, manifest, changed)
+                data.seek(0)
+                await self._send_tar(host, host.conn, data, digest)
             host.uploaded = dict(manifest.entries)
         self._manifest = manifest
         logger.info("Host %s: sent %d changed code file(s)", host.name, len(changed))
