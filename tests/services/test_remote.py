@@ -8,6 +8,7 @@ secrets kept out of logs, states and messages.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import itertools
 import json
@@ -37,6 +38,7 @@ from tunelab.services import (
     create_service,
 )
 from tunelab.services._remote_keeper import parse_gpu_info
+from tunelab.services._remote_upload import support_files
 from tunelab.space import SearchSpace
 from tunelab.store import ExperimentStore
 from tunelab.tuners import create_tuner
@@ -647,3 +649,12 @@ def test_platform_clean_removes_the_whole_remote_root(remote: Remote) -> None:
             await careless.cleanup(None)
 
     remote.run(body)
+
+
+def test_what_is_shipped_to_hosts_parses_as_python_3_8() -> None:
+    # The hosts' Python may be older than ours, and a formatter that targets ours may rewrite
+    # code into newer syntax (a parenthesized "with", for one).
+    shipped = support_files()
+    assert "tools/tunelab_keeper.py" in shipped and "lib/tunelab/trial/_api.py" in shipped
+    for name, data in shipped.items():
+        ast.parse(data.decode(), filename=name, feature_version=(3, 8))

@@ -296,10 +296,10 @@ class Keeper:
         path = [*self.lib_paths, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(part for part in path if part)
         env.update(request["env"])
-        with (
-            open(os.path.join(folder, LOG_FILES[0]), "ab") as stdout,
-            open(os.path.join(folder, LOG_FILES[1]), "ab") as stderr,
-        ):
+        # An ExitStack, not a parenthesized "with": the host's Python may be 3.8.
+        with contextlib.ExitStack() as files:
+            stdout = files.enter_context(open(os.path.join(folder, LOG_FILES[0]), "ab"))
+            stderr = files.enter_context(open(os.path.join(folder, LOG_FILES[1]), "ab"))
             process = subprocess.Popen(
                 ["/bin/bash", "-c", WRAPPER, "tunelab-trial", request["command"]],
                 cwd=request["cwd"],
