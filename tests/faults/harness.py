@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -36,6 +36,7 @@ from tunelab.store import (
     ManagerInfo,
     MetricRecord,
     TrialRecord,
+    experiment_dirs,
     find_experiment,
     read_manager_info,
 )
@@ -50,6 +51,8 @@ __all__ = [
     "lab_processes",
     "run_chaos",
 ]
+
+T = TypeVar("T")
 
 FINAL_TRIAL_STATES = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 ACTIVE_EXPERIMENT_STATES = {"INITIALIZED", "RUNNING", "NO_MORE_TRIAL", "STOPPING"}
@@ -201,18 +204,22 @@ class FaultLab:
         return Experiment(self, experiment_id, found)
 
     def _find(self, experiment_id: str) -> Path:
+        found = self._in_home(find_experiment, experiment_id)
+        if found is None:
+            raise AssertionError(f"experiment {experiment_id} has no folder in {self.home}")
+        return found[1]
+
+    def _in_home(self, function: Callable[..., T], *args: Any) -> T:
+        """Call one of tunelab.store's functions as if this lab's home were the user's."""
         before = os.environ.get("TUNELAB_HOME")
         os.environ["TUNELAB_HOME"] = str(self.home)
         try:
-            found = find_experiment(experiment_id)
+            return function(*args)
         finally:
             if before is None:
                 del os.environ["TUNELAB_HOME"]
             else:
                 os.environ["TUNELAB_HOME"] = before
-        if found is None:
-            raise AssertionError(f"experiment {experiment_id} has no folder in {self.home}")
-        return found[1]
 
     def start_manager(self, experiment: Experiment, action: str) -> None:
         """Start a manager the way the CLI does (detached, config or secrets on stdin)."""
@@ -254,9 +261,8 @@ class FaultLab:
 
     def clean_up(self, timeout: float = 30) -> list[str]:
         """Stop every manager of the lab, then kill whatever still runs; describe the latter."""
-        for exp_dir in self.home.iterdir() if self.home.is_dir() else []:
-            if exp_dir.is_dir() and (exp_dir / DB_FILE).exists():
-                Experiment(self, exp_dir.name, exp_dir).stop(missing_ok=True)
+        for experiment_id, exp_dir in self._in_home(experiment_dirs).items():
+            Experiment(self, experiment_id, exp_dir).stop(missing_ok=True)
         left = wait_gone(self.processes(), timeout)
         described = []
         for process in left:
@@ -428,6 +434,7 @@ def check_table(
     steps: int | None = None,
     distinct_parameters: bool = True,
     all_succeeded: bool = True,
+    require_final: bool = True,
 ) -> tuple[list[str], dict[str, int]]:
     """Check an ended experiment's table of trials and metrics against its trials' files.
 
@@ -460,7 +467,7 @@ def check_table(
             problems.append(f"{name} is {trial.status}, not in a final state")
         if all_succeeded and trial.status != "SUCCEEDED":
             problems.append(f"{name} is {trial.status}: {trial.reason}")
-        if trial.status == "SUCCEEDED" and trial.final is None:
+        if require_final and trial.status == "SUCCEEDED" and trial.final is None:
             problems.append(f"{name} SUCCEEDED without its final metric")
         lines_checked += _check_metrics(
             experiment, trial, snap.metrics_of(trial.sequence), steps, problems
