@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -90,3 +91,56 @@ def test_an_nni_config_runs_on_two_ssh_hosts_and_delete_cleans_them(
     for user in users:
         assert not (ssh_lab.home(user) / "tunelab-experiments" / experiment_id).exists()
     assert json.dumps(trials).count(ssh_lab.password) == 0
+
+
+@pytest.mark.slow
+def test_a_trial_waiting_for_an_unreachable_host_shows_why_then_runs(
+    lab: Lab,
+    ssh_lab: SshLab,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    down = ssh_lab.new_server(start=False)
+    config = lab.write(
+        {"x": {"_type": "choice", "_value": [1, 2]}},
+        TRIAL,
+        trialCommand="python3 trial.py",
+        trialConcurrency=1,
+        maxTrialNumber=2,
+        tuner={"name": "GridSearch"},
+        trainingService={
+            "platform": "remote",
+            "machineList": [
+                {
+                    "host": "127.0.0.1",
+                    "port": down.port,
+                    "user": "tl-alpha",
+                    "sshKeyFile": str(ssh_lab.plain_key),
+                }
+            ],
+        },
+    )
+    created = lab.cli("create", "--config", str(config))
+    assert created.code == 0, created.stderr
+    experiment_id = created.stdout.split()[1]
+    request.addfinalizer(
+        lambda: shutil.rmtree(
+            ssh_lab.home("tl-alpha") / "tunelab-experiments" / experiment_id, True
+        )
+    )
+
+    expected = f"waiting: host {down.address} unreachable (Connection refused), retrying"
+    deadline = time.monotonic() + 30
+    while True:
+        waiting = [t for t in lab.trials(experiment_id) if t["status"] == "WAITING"]
+        if waiting and (waiting[0].get("reason") or "").startswith(expected):
+            break
+        assert time.monotonic() < deadline, f"no waiting reason: {waiting}"
+        time.sleep(0.2)
+    shown = lab.cli("trial", "ls", experiment_id)
+    assert "unreachable" in shown.stdout, shown.stdout
+
+    down.start()
+    while lab.status(experiment_id)["status"] != "DONE":
+        assert time.monotonic() < deadline + 30, lab.status(experiment_id)
+        time.sleep(0.3)
+    assert [t["status"] for t in lab.trials(experiment_id)] == ["SUCCEEDED"] * 2
