@@ -7,6 +7,8 @@ models, tuners) loads on first use.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tunelab.trial import (
     get_current_parameter,
     get_experiment_id,
@@ -17,6 +19,9 @@ from tunelab.trial import (
     report_final_result,
     report_intermediate_result,
 )
+
+if TYPE_CHECKING:
+    from tunelab.experiment import Experiment  # noqa: F401 - loaded by __getattr__
 
 __version__ = "0.1.0"
 
@@ -31,3 +36,13 @@ __all__ = [
     "report_final_result",
     "report_intermediate_result",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``from tunelab import Experiment`` loads the experiment API (httpx, the client) only when
+    # it is asked for, so that trials keep importing tunelab in milliseconds.
+    if name == "Experiment":
+        from tunelab.experiment import Experiment
+
+        return Experiment
+    raise AttributeError(f"module 'tunelab' has no attribute {name!r}")

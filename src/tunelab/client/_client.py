@@ -347,6 +347,8 @@ class ExperimentClient:
         with contextlib.suppress(ManagerError, UsageError):
             self._request("DELETE", "/experiment", timeout=timeout)
         _end_process(manager, timeout)
+        if self.process is not None:
+            self.process.poll()  # reaped by _end_process; let the Popen know
         self.manager = None
         return str(self.experiment()["status"])
 

@@ -60,6 +60,10 @@ UPDATABLE_FIELDS = frozenset(
 )
 # Fields that say where things are or how much is logged, not what the experiment is.
 _INCIDENTAL_FIELDS = frozenset({"searchSpaceFile", "logLevel", "debug"})
+# Managers started by this process. A manager outlives the call that started it (and often
+# this process); holding its Popen keeps Python from warning that a child still runs when the
+# client object goes away, and lets :func:`_reap` collect the ones that have ended.
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 # -- configs ----------------------------------------------------------------------------------
@@ -192,6 +196,7 @@ def _start(
     ]
     if port is not None:
         command.append("--explicit-port")
+    _reap()
     with open(log_dir / MANAGER_OUTPUT, "ab") as output:
         process = subprocess.Popen(
             command,
@@ -210,9 +215,15 @@ def _start(
             process.kill()
             process.wait()
         raise
+    _STARTED.append(process)
     client = ExperimentClient(experiment_id, exp_dir)
     client.process = process
     return client
+
+
+def _reap() -> None:
+    """Collect the exit status of managers this process started that have ended."""
+    _STARTED[:] = [process for process in _STARTED if process.poll() is None]
 
 
 def _wait_until_serving(process: subprocess.Popen[bytes], exp_dir: Path) -> None:
