@@ -4,9 +4,14 @@ servers (tests/services/sshd.py), then ``experiment delete`` cleaning the remote
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import tempfile
 import time
+from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import Lab
@@ -144,3 +149,84 @@ def test_a_trial_waiting_for_an_unreachable_host_shows_why_then_runs(
         assert time.monotonic() < deadline + 30, lab.status(experiment_id)
         time.sleep(0.3)
     assert [t["status"] for t in lab.trials(experiment_id)] == ["SUCCEEDED"] * 2
+
+
+GATED = """
+import os, time
+import nni
+
+params = nni.get_next_parameter()
+nni.report_intermediate_result(0)
+while not os.path.exists(os.environ["GATE"]):
+    time.sleep(0.05)
+nni.report_final_result(params["x"])
+"""
+
+
+@pytest.mark.slow
+def test_trials_on_a_host_survive_a_killed_manager_and_are_reattached(
+    lab: Lab,
+    ssh_lab: SshLab,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    gate_dir = Path(tempfile.mkdtemp(prefix="tunelab-gate-"))
+    gate_dir.chmod(0o777)  # the trials run as tl-alpha
+    gate = gate_dir / "open"
+    created: list[str] = []
+
+    def leave_nothing() -> None:
+        for experiment_id in created:
+            kill_processes_under(f"tunelab-experiments/{experiment_id}")
+            shutil.rmtree(ssh_lab.home("tl-alpha") / "tunelab-experiments" / experiment_id, True)
+        shutil.rmtree(gate_dir, ignore_errors=True)
+
+    request.addfinalizer(leave_nothing)
+    config = lab.write(
+        {"x": {"_type": "choice", "_value": [1, 2, 3]}},
+        GATED,
+        trialCommand=f"GATE={gate} python3 trial.py",
+        trialConcurrency=2,
+        maxTrialNumber=3,
+        tuner={"name": "GridSearch"},
+        trainingService={
+            "platform": "remote",
+            "machineList": [
+                {
+                    "host": "127.0.0.1",
+                    "port": ssh_lab.alpha.port,
+                    "user": "tl-alpha",
+                    "sshKeyFile": str(ssh_lab.plain_key),
+                }
+            ],
+        },
+    )
+    result = lab.cli("create", "--config", str(config))
+    assert result.code == 0, result.stderr
+    experiment_id = result.stdout.split()[1]
+    created.append(experiment_id)
+
+    deadline = time.monotonic() + 30
+    while len([t for t in lab.trials(experiment_id) if t["status"] == "RUNNING"]) < 2:
+        assert time.monotonic() < deadline, lab.trials(experiment_id)
+        time.sleep(0.2)
+    time.sleep(0.5)  # the first metric is in
+    before = {t["id"]: t for t in lab.trials(experiment_id) if t["status"] == "RUNNING"}
+    manager = json.loads((lab.home / experiment_id / "manager.json").read_text())["pid"]
+    os.kill(manager, signal.SIGKILL)
+    while psutil.pid_exists(manager) and psutil.Process(manager).status() != "zombie":
+        time.sleep(0.05)
+
+    resumed = lab.cli("resume", experiment_id)
+    assert resumed.code == 0, resumed.stderr
+    gate.touch()
+    while lab.status(experiment_id)["status"] != "DONE":
+        assert time.monotonic() < deadline + 60, lab.status(experiment_id)
+        time.sleep(0.3)
+
+    after = {t["id"]: t for t in lab.trials(experiment_id)}
+    assert sorted(t["status"] for t in after.values()) == ["SUCCEEDED"] * 3
+    for trial_id, old in before.items():
+        new = after[trial_id]
+        # Found again on the host, not run a second time.
+        assert new["startTime"] == old["startTime"], (old, new)
+        assert new["default"] == new["parameters"]["x"]

@@ -3,12 +3,15 @@
 What happens on each machine of ``machineList`` (all machines in parallel):
 
 * ``start`` scans the trial code directory on this machine first and refuses one that is too
-  big to upload (see :mod:`tunelab.services._remote_upload`), then connects, finds Python 3
-  (``pythonPath`` first on PATH when given), creates ``~/tunelab-experiments/<experiment
-  id>/`` in the login user's home (``remote_root`` changes the first part; a relative root is
-  under each user's own home, so two machines that log in as different users never share a
-  folder), uploads the code to ``code/`` there with the trial side (``lib/``) and the trial
-  keeper (``tools/``) as one tar stream, once per experiment, and starts the keeper.
+  big to upload (see :mod:`tunelab.services._remote_upload`), then connects, logs in and finds
+  Python 3 (``pythonPath`` first on PATH when given). Once the experiment id is known (given
+  to the constructor, else taken from the first trial's spec: the contract's ``start`` takes
+  no id), it creates ``~/tunelab-experiments/<experiment id>/`` in the login user's home
+  (``remote_root`` changes the first part; a relative root is under each user's own home, so
+  two machines that log in as different users never share a folder), uploads the code to
+  ``code/`` there with the trial side (``lib/``) and the trial keeper (``tools/``) as one tar
+  stream, once per experiment, and starts the keeper; until then ``place`` answers
+  "waiting: uploading the code to host ...".
 * A trial runs in ``<experiment>/code`` under the keeper's supervisor, with its folder
   ``<experiment>/trials/<trial id>/`` (``TUNELAB_TRIAL_DIR``, parameters.json written there
   atomically before the start, logs, metrics, pid and exit-code files). It leads its own
