@@ -80,8 +80,9 @@ STDOUT_FILE = "trial.stdout"
 STDERR_FILE = "trial.stderr"
 _LOCAL_FILES = {"metrics": METRICS_FILE, "stdout": STDOUT_FILE, "stderr": STDERR_FILE}
 _POLL_BYTES = 4 << 20
-# How long the cluster's view of free resources may lag behind what tasks hold.
-_RESOURCE_LAG = 1.0
+# How long the cluster's view of free resources may lag behind what tasks hold (about 0.3 s
+# measured on a local cluster).
+_RESOURCE_LAG = 0.5
 _SNAPSHOT_SECONDS = 1.0
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -417,16 +418,22 @@ class RayTrainingService(TrainingService):
         service's trials took or gave back since (the answer lags up to _RESOURCE_LAG)."""
         self._refresh()
         free = {node: dict(resources) for node, resources in self._snapshot.free.items()}
+        # What changed after `seen` may be missing from the answer. A trial placed since is
+        # counted as holding its share (at worst one waits a tick too long); one that ended
+        # since is counted as having given it back (at worst Ray queues the next one briefly).
         seen = self._snapshot.taken - _RESOURCE_LAG
         for hold in self._holds.values():
-            active_then = hold.placed <= seen and (hold.released is None or hold.released > seen)
-            active_now = hold.released is None
-            if active_now and not active_then:
+            if hold.released is None and hold.placed > seen:
                 node = hold.node if hold.node in free else _first_fit(free, hold.need)
-                for key, amount in hold.need.items():
-                    if node is not None:
+                if node is not None:
+                    for key, amount in hold.need.items():
                         free[node][key] = free[node].get(key, 0.0) - amount
-            elif active_then and not active_now and hold.node in free:
+            elif (
+                hold.released is not None
+                and hold.released > seen
+                and hold.placed <= self._snapshot.taken
+                and hold.node in free
+            ):
                 for key, amount in hold.need.items():
                     free[hold.node][key] = free[hold.node].get(key, 0.0) + amount
         return free
@@ -728,7 +735,6 @@ class RayTrainingService(TrainingService):
             with contextlib.suppress(ray.exceptions.RayError):
                 await actor.forget.remote(handle.spec.trial_id, handle.launch_id)
         self._release(handle)
-        self._snapshot.taken = float("-inf")  # resources were freed: look again
         return TrialExit(
             exit_info.get("exitCode"), exit_info.get("signal"), exit_info.get("message")
         )
