@@ -3,6 +3,7 @@ servers (tests/services/sshd.py), then ``experiment delete`` cleaning the remote
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,19 @@ nni.report_final_result(params["x"])
 """
 
 
+def remove_experiment(lab: Lab, ssh_lab: SshLab, experiment_id: str) -> None:  # noqa: F811
+    """What a failed test may leave on the hosts: processes, the experiment's folders, and the
+    default remote root once it is empty. The manager goes first, or it would reconnect and
+    upload again."""
+    lab.cli("stop", experiment_id, timeout=120)
+    kill_processes_under(f"tunelab-experiments/{experiment_id}")
+    for user in ("tl-alpha", "tl-beta"):
+        root = ssh_lab.home(user) / "tunelab-experiments"
+        shutil.rmtree(root / experiment_id, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()
+
+
 @pytest.mark.slow
 def test_an_nni_config_runs_on_two_ssh_hosts_and_delete_cleans_them(
     lab: Lab,
@@ -40,9 +54,7 @@ def test_an_nni_config_runs_on_two_ssh_hosts_and_delete_cleans_them(
 
     def leave_nothing() -> None:
         for experiment_id in created:
-            kill_processes_under(f"tunelab-experiments/{experiment_id}")
-            for user in ("tl-alpha", "tl-beta"):
-                shutil.rmtree(ssh_lab.home(user) / "tunelab-experiments" / experiment_id, True)
+            remove_experiment(lab, ssh_lab, experiment_id)
 
     request.addfinalizer(leave_nothing)
     config = lab.write(
@@ -127,11 +139,7 @@ def test_a_trial_waiting_for_an_unreachable_host_shows_why_then_runs(
     created = lab.cli("create", "--config", str(config))
     assert created.code == 0, created.stderr
     experiment_id = created.stdout.split()[1]
-    request.addfinalizer(
-        lambda: shutil.rmtree(
-            ssh_lab.home("tl-alpha") / "tunelab-experiments" / experiment_id, True
-        )
-    )
+    request.addfinalizer(lambda: remove_experiment(lab, ssh_lab, experiment_id))
 
     expected = f"waiting: host {down.address} unreachable (Connection refused), retrying"
     deadline = time.monotonic() + 30
@@ -176,8 +184,7 @@ def test_trials_on_a_host_survive_a_killed_manager_and_are_reattached(
 
     def leave_nothing() -> None:
         for experiment_id in created:
-            kill_processes_under(f"tunelab-experiments/{experiment_id}")
-            shutil.rmtree(ssh_lab.home("tl-alpha") / "tunelab-experiments" / experiment_id, True)
+            remove_experiment(lab, ssh_lab, experiment_id)
         shutil.rmtree(gate_dir, ignore_errors=True)
 
     request.addfinalizer(leave_nothing)
