@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
+from tests.conftest import Lab
 from tests.services.ray_cluster import RayCluster, ray_cluster  # noqa: F401 - fixture
 from tunelab.errors import ConfigError
 from tunelab.services import Placement, TrainingService, TrialHandle, TrialSpec, create_service
@@ -33,7 +34,7 @@ def run(body: Coroutine[Any, Any, T], timeout: float = 120) -> T:
     return asyncio.run(asyncio.wait_for(body, timeout))
 
 
-class Lab:
+class RayLab:
     """A code directory, a manager-side experiment folder and services on the cluster."""
 
     def __init__(self, root: Path, cluster: RayCluster, experiment_id: str) -> None:
@@ -69,13 +70,13 @@ class Lab:
 
 
 @pytest.fixture
-def lab(
+def ray_lab(
     tmp_path: Path,
     ray_cluster: RayCluster,  # noqa: F811 - the fixture imported above
     request: pytest.FixtureRequest,
-) -> Iterator[Lab]:
+) -> Iterator[RayLab]:
     name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
-    the_lab = Lab(tmp_path, ray_cluster, f"raytest-{name}")
+    the_lab = RayLab(tmp_path, ray_cluster, f"raytest-{name}")
     yield the_lab
     run(the_lab.service().cleanup(the_lab.experiment_id))
 
@@ -94,17 +95,17 @@ tunelab.report_final_result({"default": 1, "cuda": os.environ.get("CUDA_VISIBLE_
 """
 
 
-def test_ray_places_gpu_trials_and_says_why_one_waits(lab: Lab) -> None:
+def test_ray_places_gpu_trials_and_says_why_one_waits(ray_lab: RayLab) -> None:
     async def body() -> None:
-        service = lab.service()
+        service = ray_lab.service()
         service.check_feasible(1)  # before start: checked once connected
         await service.start()
         try:
             with pytest.raises(ConfigError, match="trialGpuNumber"):
                 service.check_feasible(2)  # the one GPU node has 1
 
-            first = lab.spec(1, FINAL_ENV, gpu_number=1)
-            second = lab.spec(2, FINAL_ENV, gpu_number=1)
+            first = ray_lab.spec(1, FINAL_ENV, gpu_number=1)
+            second = ray_lab.spec(2, FINAL_ENV, gpu_number=1)
             placement = service.place(first)
             assert isinstance(placement, Placement)
             reason = service.place(second)
@@ -123,12 +124,12 @@ def test_ray_places_gpu_trials_and_says_why_one_waits(lab: Lab) -> None:
     run(body())
 
 
-def test_a_trial_asking_for_more_than_any_node_has_waits_with_the_reason(lab: Lab) -> None:
+def test_a_trial_asking_for_more_than_any_node_has_waits_with_the_reason(ray_lab: RayLab) -> None:
     async def body() -> None:
-        service = lab.service(trial_cpus=3, trial_memory=parse_memory_size("100000gb"))
+        service = ray_lab.service(trial_cpus=3, trial_memory=parse_memory_size("100000gb"))
         await service.start()
         try:
-            reason = service.place(lab.spec(3, FINAL_ENV))
+            reason = service.place(ray_lab.spec(3, FINAL_ENV))
             assert reason == "waiting: no Ray node has 3 CPUs (the largest has 2 CPUs)"
         finally:
             await service.close()
@@ -153,20 +154,20 @@ sys.exit(1)
 
 
 @pytest.mark.parametrize("kill_worker", [False, True], ids=["exit-1", "worker-killed"])
-def test_ray_never_runs_a_trial_again_by_itself(lab: Lab, kill_worker: bool) -> None:
+def test_ray_never_runs_a_trial_again_by_itself(ray_lab: RayLab, kill_worker: bool) -> None:
     async def body() -> None:
-        service = lab.service()
+        service = ray_lab.service()
         await service.start()
         try:
-            source = RUN_COUNTER.format(folder=str(lab.root), kill_worker=kill_worker)
-            spec = lab.spec(4, source)
+            source = RUN_COUNTER.format(folder=str(ray_lab.root), kill_worker=kill_worker)
+            spec = ray_lab.spec(4, source)
             handle = await service.launch(spec, service.place(spec))  # type: ignore[arg-type]
             exit_info, records = await finish(service, handle)
             await asyncio.sleep(2)  # time for a retry, if Ray made one
         finally:
             await service.close()
 
-        assert (lab.root / "runs.txt").read_text() == "ran\n"
+        assert (ray_lab.root / "runs.txt").read_text() == "ran\n"
         assert [r["type"] for r in records] == ["INTERMEDIATE"]
         if kill_worker:
             assert exit_info.exit_code is None
@@ -187,8 +188,8 @@ tunelab.report_final_result({"default": 1, "files": found})
 """
 
 
-def test_the_shipped_code_leaves_out_what_the_ignore_files_name(lab: Lab) -> None:
-    code = lab.code_dir
+def test_the_shipped_code_leaves_out_what_the_ignore_files_name(ray_lab: RayLab) -> None:
+    code = ray_lab.code_dir
     (code / ".nniignore").write_text("# NNI's ignore file\ndata/\n*.ckpt\n")
     (code / ".gitignore").write_text("secret.txt\n")
     (code / "data").mkdir()
@@ -199,10 +200,10 @@ def test_the_shipped_code_leaves_out_what_the_ignore_files_name(lab: Lab) -> Non
     (code / "pkg" / "helper.py").write_text("X = 1\n")
 
     async def body() -> list[str]:
-        service = lab.service()
+        service = ray_lab.service()
         await service.start()
         try:
-            spec = lab.spec(5, LIST_FILES)
+            spec = ray_lab.spec(5, LIST_FILES)
             handle = await service.launch(spec, service.place(spec))  # type: ignore[arg-type]
             exit_info, records = await finish(service, handle)
             assert exit_info.exit_code == 0, (spec.trial_dir / "trial.stderr").read_text()
@@ -226,13 +227,13 @@ nni.report_final_result({"default": 1, "nni": nni.__file__, "tunelab": tunelab._
 """
 
 
-def test_import_nni_works_on_the_worker_from_the_shipped_trial_side(lab: Lab) -> None:
+def test_import_nni_works_on_the_worker_from_the_shipped_trial_side(ray_lab: RayLab) -> None:
     async def body() -> tuple[dict[str, Any], dict[str, Any] | None]:
-        service = lab.service()
+        service = ray_lab.service()
         await service.start()
         try:
             # -S: no site-packages, so the installed tunelab cannot be what the trial imports.
-            spec = lab.spec(6, WHERE_FROM, python=f"{sys.executable} -S")
+            spec = ray_lab.spec(6, WHERE_FROM, python=f"{sys.executable} -S")
             handle = await service.launch(spec, service.place(spec))  # type: ignore[arg-type]
             exit_info, records = await finish(service, handle)
             assert exit_info.exit_code == 0, (spec.trial_dir / "trial.stderr").read_text()
@@ -280,14 +281,14 @@ tunelab.report_final_result(99)
 
 
 @pytest.mark.slow
-def test_a_new_manager_process_reattaches_a_trial_whose_manager_died(lab: Lab) -> None:
-    spec = lab.spec(7, SLOW_STEPS)
+def test_a_new_manager_process_reattaches_a_trial_whose_manager_died(ray_lab: RayLab) -> None:
+    spec = ray_lab.spec(7, SLOW_STEPS)
     script = MANAGER_SCRIPT.format(
-        address=lab.cluster.address,
-        worker_root=lab.worker_root,
-        exp=lab.experiment_id,
+        address=ray_lab.cluster.address,
+        worker_root=ray_lab.worker_root,
+        exp=ray_lab.experiment_id,
         command=spec.command,
-        code=str(lab.code_dir),
+        code=str(ray_lab.code_dir),
         trial_dir=str(spec.trial_dir),
     )
     # The old manager launches the trial, reads a metric and exits without closing anything.
@@ -298,7 +299,7 @@ def test_a_new_manager_process_reattaches_a_trial_whose_manager_died(lab: Lab) -
     saved = json.loads(done.stdout.strip().splitlines()[-1])
 
     async def body() -> tuple[Any, list[dict[str, Any]]]:
-        service = lab.service()
+        service = ray_lab.service()
         await service.start()
         try:
             placement = Placement.from_json(saved["placement"])
@@ -323,14 +324,14 @@ time.sleep(300)
 """
 
 
-def test_cleanup_ends_the_trials_and_leaves_no_actor_or_folder(lab: Lab) -> None:
+def test_cleanup_ends_the_trials_and_leaves_no_actor_or_folder(ray_lab: RayLab) -> None:
     import ray
 
     async def body() -> tuple[int, list[str], str]:
-        service = lab.service()
+        service = ray_lab.service()
         await service.start()
         try:
-            spec = lab.spec(8, SLEEPER)
+            spec = ray_lab.spec(8, SLEEPER)
             handle = await service.launch(spec, service.place(spec))  # type: ignore[arg-type]
             records: list[dict[str, Any]] = []
             deadline = time.monotonic() + 60
@@ -339,14 +340,14 @@ def test_cleanup_ends_the_trials_and_leaves_no_actor_or_folder(lab: Lab) -> None
                 await asyncio.sleep(0.05)
             pid = records[0]["value"]["pid"]
             trial_dir = handle.info["trialDir"]  # type: ignore[attr-defined]
-            await service.cleanup(lab.experiment_id)
+            await service.cleanup(ray_lab.experiment_id)
             actors = ray.util.list_named_actors(all_namespaces=True)
             return pid, [a["name"] for a in actors], trial_dir
         finally:
             await service.close()
 
     pid, actors, trial_dir = run(body())
-    assert RayTrainingService.actor_name(lab.experiment_id) not in actors
+    assert RayTrainingService.actor_name(ray_lab.experiment_id) not in actors
     assert not _running(pid)
     assert not Path(trial_dir).exists()
 
@@ -392,6 +393,42 @@ def test_without_an_address_the_service_runs_its_own_local_cluster(
     exit_info, records = run(body(), timeout=180)
     assert exit_info.exit_code == 0 and records[-1]["value"]["default"] == 1
     assert not ray.is_initialized()  # close() stopped the cluster it started
+
+
+E2E_TRIAL = """
+import tunelab
+p = tunelab.get_next_parameter()
+for step in range(2):
+    tunelab.report_intermediate_result(p["x"] * step)
+tunelab.report_final_result(p["x"])
+"""
+
+
+@pytest.mark.slow
+def test_an_experiment_from_a_config_file_runs_its_trials_on_the_cluster(
+    lab: Lab,
+    ray_cluster: RayCluster,  # noqa: F811 - the fixture imported above
+) -> None:
+    config = lab.write(
+        {"x": {"_type": "choice", "_value": [1, 2, 3]}},
+        E2E_TRIAL,
+        tuner={"name": "GridSearch"},
+        maxTrialNumber=3,
+        trainingService={
+            "platform": "ray",
+            "address": ray_cluster.address,
+            "trialCpuNumber": 0.25,
+            "trialMemorySize": "64mb",
+        },
+    )
+    result, experiment_id = lab.run(config, timeout=240)
+    assert result.code == 0, result.stderr
+    trials = lab.trials(experiment_id)
+    assert sorted(t["status"] for t in trials) == ["SUCCEEDED"] * 3, trials
+    assert sorted(t["parameters"]["x"] for t in trials) == [1, 2, 3]
+    for trial_dir in (lab.home / experiment_id / "trials").iterdir():
+        assert (trial_dir / "metrics.jsonl").read_text().count("\n") == 3
+        assert (trial_dir / "trial.stdout").exists()
 
 
 # -- without a cluster ----------------------------------------------------------------------
