@@ -550,7 +550,7 @@ class ChaosRun:
 
     seed: int
     kills: int = 0
-    trial_kills: int = 0
+    trial_processes_killed: int = 0
     resumes: int = 0
     problems: list[str] = field(default_factory=list)
     figures: dict[str, int] = field(default_factory=dict)
@@ -561,7 +561,7 @@ class ChaosRun:
         return {
             "seed": self.seed,
             "kills": self.kills,
-            "trial_kills": self.trial_kills,
+            "trial_processes_killed": self.trial_processes_killed,
             "resumes": self.resumes,
             "problems": self.problems,
             "figures": self.figures,
@@ -574,7 +574,7 @@ def run_chaos(
     seed: int,
     kills: int,
     *,
-    max_trials: int = 16,
+    max_trials: int = 20,
     concurrency: int = 3,
     steps: int = 5,
     max_delay: float = 1.2,
@@ -614,7 +614,7 @@ def run_chaos(
         run.kills += 1
         also_trials = kill_trials_every > 0 and run.kills % kill_trials_every == 0
         if also_trials:
-            run.trial_kills += experiment.kill_trials()
+            run.trial_processes_killed += experiment.kill_trials()
         event = (
             f"kill {run.kills}: manager {pid} after {delay:.3f} s "
             f"({'with its trials, ' if also_trials else ''}"

@@ -10,6 +10,9 @@ suggestion:
 * numbers are real and finite (a bool is not a number); ``randint`` bounds are integers.
 * ``low < high`` for the bounded types, ``0 < low`` for the log types, ``q > 0``, and
   ``sigma > 0`` for the normal types.
+* no overflow when sampled: ``high - low``, the values (10 sigmas out for the normal types,
+  exp of that for the lognormal ones) and value / q are finite floats; ``randint`` bounds are
+  within 2**53, where floats hold integers exactly.
 * ``choice`` options are distinct JSON values; an option that is a dict is a nested choice
   and names itself with a string ``_name`` (distinct within the choice); its other keys form
   the sub-space that is active only when that option is chosen.
@@ -26,6 +29,7 @@ import difflib
 import json
 import math
 import numbers
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -313,7 +317,7 @@ def _numeric_rule(
             )
         if args[0] >= args[1]:
             return "randint needs low < high (high is excluded)", "swap the bounds or widen them"
-        return None
+        return _size_rule(kind, args)
     if kind in _NORMAL_TYPES:
         if args[1] <= 0:
             return f"{kind} needs sigma > 0", "[mu, sigma] with a positive sigma"
@@ -326,6 +330,35 @@ def _numeric_rule(
         )
     if kind in _Q_TYPES and args[2] <= 0:
         return f"{kind} needs q > 0", "q is the step between values, for example 1 or 0.1"
+    return _size_rule(kind, args)
+
+
+_RANDINT_LIMIT = 2**53  # randint values are held as floats in points: exact up to here
+_LOG_FLOAT_MAX = math.log(sys.float_info.max)
+_SIGMAS = 10  # how far from mu a normal draw is taken to go (farther is never drawn)
+
+
+def _size_rule(kind: str, args: tuple[float, ...]) -> tuple[str, str | None] | None:
+    """Numbers too large for a float: a parameter that passes here is sampled and quantised
+    without overflow (a range as wide as [-1e308, 1e308], a q of 1e-320, or exp(800))."""
+    narrow = "narrow the range"
+    if kind == "randint":
+        if max(abs(args[0]), abs(args[1])) > _RANDINT_LIMIT:
+            return f"randint bounds must lie within -2**53..2**53 ({_RANDINT_LIMIT})", narrow
+        return None
+    if kind in ("lognormal", "qlognormal"):
+        reach = args[0] + _SIGMAS * args[1]
+        largest = math.exp(reach) if reach < _LOG_FLOAT_MAX else math.inf
+    elif kind in _NORMAL_TYPES:
+        largest = abs(args[0]) + _SIGMAS * args[1]
+    else:
+        largest = max(abs(args[0]), abs(args[1]))
+        if not math.isfinite(args[1] - args[0]):
+            return f"{kind} range high - low is too wide for a float", narrow
+    if not math.isfinite(largest):
+        return f"{kind} values reach numbers too large for a float", f"{narrow} or sigma"
+    if kind in _Q_TYPES and not math.isfinite(largest / args[2]):
+        return f"{kind} q is too small for the range (value / q overflows a float)", "raise q"
     return None
 
 
