@@ -189,6 +189,17 @@ def gated_trial(gate: Path) -> str:
     return GATED_TRIAL.format(gate=str(gate))
 
 
+def process_gone(pid: int) -> bool:
+    """Whether a process has ended. A zombie counts as ended: a manager whose parent (the CLI
+    that started it) has exited waits there until the machine's init reaps it."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     home = tmp_path / "home"

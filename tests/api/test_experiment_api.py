@@ -192,6 +192,14 @@ def test_view_is_read_only_from_python(lab: Lab) -> None:
     with pytest.raises(UsageError, match="no experiment of this machine listens on port"):
         Experiment.connect(viewed.port)
 
+    # Resuming a viewed experiment closes the view first; then changes are taken.
+    Experiment.view(experiment.id, non_blocking=True)
+    resumed = Experiment.resume(experiment.id, wait_completion=False)
+    lab.wait_status(experiment.id, ["DONE"])
+    resumed.update_max_trial_number(3)
+    lab.wait(experiment.id, lambda p, ts: p["status"] == "DONE" and len(ts) == 3)
+    resumed.stop()
+
 
 def _script(lab: Lab, body: str) -> subprocess.Popen[str]:
     return subprocess.Popen(

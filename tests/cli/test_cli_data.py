@@ -9,10 +9,9 @@ import json
 import shutil
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.conftest import Lab, gated_trial
+from tests.conftest import Lab, gated_trial, process_gone
 
 SPACE = {"x": {"_type": "uniform", "_value": [0, 1]}}
 LETTERS = {"c": {"_type": "choice", "_value": ["a", "b", "c", "d"]}}
@@ -214,7 +213,7 @@ def test_delete_refuses_a_running_experiment_unless_forced_and_removes_everythin
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == f"Experiment {running_exp} deleted."
     assert not (lab.home / running_exp).exists()
-    assert not psutil.pid_exists(manager_pid) and not psutil.pid_exists(trial_pid)
+    assert process_gone(manager_pid) and process_gone(trial_pid)
 
     assert (work / stopped_exp).is_dir() and (lab.home / f"{stopped_exp}.link").is_file()
     result = lab.tl("experiment", "delete", "--all", "--yes")

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import Lab
+from tests.conftest import Lab, process_gone
 
 SPACE = {"x": {"_type": "uniform", "_value": [0, 1]}}
 REPORT = "import tunelab\ntunelab.get_next_parameter()\ntunelab.report_final_result({k})\n"
@@ -129,12 +128,12 @@ def test_five_experiments_at_once_keep_to_their_own_ports_and_folders(lab: Lab) 
         assert folders == {t["id"] for t in trials}
 
     # stop --all stops exactly the experiments whose manager runs, and says which.
-    assert lab.tl("stop", ids[0]).code == 0
+    assert lab.tl("stop", f"{ids[0]}*").stdout == f"Experiment {ids[0]} stopped (DONE).\n"
     result = lab.cli("stop", "--all")
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert sorted(lines[:-1]) == sorted(f"Experiment {exp} stopped (DONE)." for exp in ids[1:])
     assert lines[-1] == "Stopped 4 experiments: " + ", ".join(sorted(ids[1:]))
     pids = [int(p.read_text().strip()) for p in Path(lab.home).glob("*/trials/*/.pid")]
-    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert all(process_gone(pid) for pid in pids)
     assert all(not client.running for client in _experiments())

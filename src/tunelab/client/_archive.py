@@ -72,7 +72,9 @@ def save_experiment(
                 archive.write(copy, f"experiment/{DB_FILE}")
             if include_code:
                 assert code_dir is not None
-                _add_folder(archive, Path(code_dir), "code", skip=set())
+                # The zip being written and the experiment may lie inside the code folder.
+                away = {partial.resolve(), client.dir.resolve()}
+                _add_folder(archive, Path(code_dir), "code", skip=set(), away=away)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
@@ -90,13 +92,21 @@ def _backup(source: Path, destination: Path) -> None:
         reader.close()
 
 
-def _add_folder(archive: zipfile.ZipFile, folder: Path, prefix: str, skip: set[str]) -> None:
+def _add_folder(
+    archive: zipfile.ZipFile,
+    folder: Path,
+    prefix: str,
+    skip: set[str],
+    away: set[Path] | None = None,
+) -> None:
+    """Add a folder's files; ``skip``: names left out at its top, ``away``: paths left out."""
+    away = away or set()
     for root, dirs, files in os.walk(folder):
-        dirs.sort()
         here = Path(root)
+        dirs[:] = sorted(d for d in dirs if (here / d).resolve() not in away)
         for name in sorted(files):
             path = here / name
-            if here == folder and name in skip:
+            if (here == folder and name in skip) or path.resolve() in away:
                 continue
             if path.is_symlink() or not path.is_file():
                 continue
@@ -124,8 +134,8 @@ def load_experiment(archive_path: Path, code_dir: Path | None = None) -> Experim
         has_code = any(name.startswith("code/") for name in archive.namelist())
         new_code = _code_target(code_dir, exp_dir, has_code)
         made_code = new_code is not None and has_code and not new_code.exists()
+        exp_dir.mkdir(parents=True)  # fails on a folder left there: never removed below
         try:
-            exp_dir.mkdir(parents=True)
             _extract(archive, "experiment/", exp_dir)
             if has_code and new_code is not None:
                 new_code.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psutil
@@ -221,7 +222,7 @@ class ExperimentClient:
         """One trial by its id; a UsageError naming the known ids if there is none."""
         if self.manager is not None:
             try:
-                live = self._live_read(f"/trials/{trial_id}")
+                live = self._live_read(f"/trials/{quote(trial_id, safe='')}")
             except UsageError:
                 live = None
             if live is not None:
@@ -245,7 +246,7 @@ class ExperimentClient:
         time}``; ``metric_type`` is ``INTERMEDIATE`` or ``FINAL``."""
         trial = self.trial(trial_id)
         params = {"type": metric_type} if metric_type else {}
-        live = self._live_read(f"/trials/{trial_id}/metrics", **params)
+        live = self._live_read(f"/trials/{quote(trial_id, safe='')}/metrics", **params)
         if live is not None:
             result: list[dict[str, Any]] = live
             return result
@@ -317,11 +318,11 @@ class ExperimentClient:
         return result
 
     def kill_trial(self, trial_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._change("DELETE", f"/trials/{trial_id}")
+        result: dict[str, Any] = self._change("DELETE", f"/trials/{quote(trial_id, safe='')}")
         return result
 
     def rerun_trial(self, trial_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._change("POST", f"/trials/{trial_id}/rerun")
+        result: dict[str, Any] = self._change("POST", f"/trials/{quote(trial_id, safe='')}/rerun")
         return result
 
     def import_data(self, records: list[dict[str, Any]]) -> int:

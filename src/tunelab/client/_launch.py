@@ -14,8 +14,9 @@ Decisions:
   the view's refusals tell the user to do.
 - ``resume --config FILE`` uses the file for its secrets only (passwords, passphrases, which
   the store never holds). The file must describe the same experiment: the fields that an
-  update may change (concurrency, trial number, duration, search space) may differ, any other
-  difference is refused, naming the fields.
+  update may change (concurrency, trial number, duration, search space) and the ones that say
+  where things are kept (code and working folders, which move when an experiment is saved and
+  loaded elsewhere) may differ; any other difference is refused, naming the fields.
 - View opens a stopped experiment only; viewing one that is already viewed gives the view
   that exists.
 """
@@ -58,8 +59,17 @@ START_TIMEOUT = 300.0
 UPDATABLE_FIELDS = frozenset(
     {"trialConcurrency", "maxTrialNumber", "maxExperimentDuration", "searchSpace"}
 )
-# Fields that say where things are or how much is logged, not what the experiment is.
-_INCIDENTAL_FIELDS = frozenset({"searchSpaceFile", "logLevel", "debug"})
+# Fields that say where things are kept or how much is logged, not what the experiment is
+# (a loaded experiment has moved; its code folder with it).
+_INCIDENTAL_FIELDS = frozenset(
+    {
+        "searchSpaceFile",
+        "logLevel",
+        "debug",
+        "experimentWorkingDirectory",
+        "trialCodeDirectory",
+    }
+)
 # Managers started by this process. A manager outlives the call that started it (and often
 # this process); holding its Popen keeps Python from warning that a child still runs when the
 # client object goes away, and lets :func:`_reap` collect the ones that have ended.
@@ -99,8 +109,24 @@ def config_differences(stored: dict[str, Any], given: dict[str, Any]) -> list[st
     """The top-level fields in which two canonical configs (without secrets) describe
     different experiments; the fields an update may change are not compared."""
     skip = UPDATABLE_FIELDS | _INCIDENTAL_FIELDS
+    stored, given = _without(stored, _INCIDENTAL_FIELDS), _without(given, _INCIDENTAL_FIELDS)
     keys = (set(stored) | set(given)) - skip
     return sorted(key for key in keys if stored.get(key) != given.get(key))
+
+
+def _without(config: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """A config without ``fields``, in its training-service sections too (they carry copies
+    of the top-level shortcut fields)."""
+    out = {key: value for key, value in config.items() if key not in fields}
+    sections = out.get("trainingService")
+    if isinstance(sections, dict):
+        out["trainingService"] = {k: v for k, v in sections.items() if k not in fields}
+    elif isinstance(sections, list):
+        out["trainingService"] = [
+            {k: v for k, v in s.items() if k not in fields} if isinstance(s, dict) else s
+            for s in sections
+        ]
+    return out
 
 
 # -- starting a manager -----------------------------------------------------------------------
