@@ -116,6 +116,9 @@ def test_an_id_prefix_names_one_experiment_or_lists_the_candidates(lab: Lab) -> 
     from tunelab.client import resolve
 
     assert resolve("xy").id == "xyz333"
+    # An empty database file is no experiment store: said in one line, no traceback.
+    result = lab.tl("experiment", "status", "xy")
+    assert result.code == 1 and result.stderr.startswith("tunelab: an experiment's store")
 
 
 def test_view_is_read_only_and_every_change_is_refused(lab: Lab) -> None:

@@ -13,6 +13,7 @@ on one line, naming its log.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import click
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except ManagerError as error:
         warn(f"tunelab: {_one_line(str(error))}")
+        sys.exit(1)
+    except sqlite3.Error as error:
+        warn(f"tunelab: an experiment's store could not be read ({_one_line(str(error))})")
         sys.exit(1)
     except OSError as error:
         warn(f"tunelab: {_one_line(str(error))}")
