@@ -268,3 +268,40 @@ def test_delete_and_platform_clean_call_the_services_cleanup(
     result = lab.tl("platform", "clean", "--config", str(config))
     assert result.code == 0, result.stderr
     assert calls[-1] is None
+
+
+def test_delete_asks_on_a_terminal(lab: Lab) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    config = lab.write(
+        SPACE, "import tunelab; tunelab.report_final_result(1.0)\n", maxTrialNumber=1
+    )
+    result, exp = lab.run(config)
+    assert result.code == 0, result.stderr
+
+    def answer(text: str) -> subprocess.CompletedProcess[str]:
+        leader, follower = pty.openpty()
+        try:
+            os.write(leader, text.encode())
+            return subprocess.run(
+                [sys.executable, "-m", "tunelab.cli", "experiment", "delete", exp],
+                env=lab.env,
+                stdin=follower,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            os.close(leader)
+            os.close(follower)
+
+    declined = answer("n\n")
+    assert declined.returncode == 1 and "Nothing deleted." in declined.stdout
+    assert f"Delete experiment {exp} and all its trials' files?" in declined.stdout
+    assert (lab.home / exp).is_dir()
+    accepted = answer("y\n")
+    assert accepted.returncode == 0 and f"Experiment {exp} deleted." in accepted.stdout
+    assert not (lab.home / exp).exists()
