@@ -160,8 +160,10 @@ def run_trial(args: dict[str, Any]) -> dict[str, Any]:
     }
     offsets = {"metrics": len(seed), "stdout": 0, "stderr": 0}
     returncode = _supervise(process, folder, offsets, actor, args, info)
-    # The trial has ended: whatever it left running in its group goes with it.
-    _signal_tree(process.pid, signal.SIGKILL)
+    # The trial has ended: whatever it left running in its group goes with it. (Its other
+    # descendants can no longer be told apart: they now belong to init.)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
     return _exit_info(folder, returncode)
 
 
@@ -196,7 +198,9 @@ def _supervise(
         if returncode is not None and not more:
             return returncode
         if not more:
-            time.sleep(interval)
+            # Wake at once when the trial ends, else at the next report.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=interval)
             interval = min(interval * 2, 0.2)
 
 
