@@ -42,7 +42,7 @@ class RayLab:
         self.cluster = cluster
         self.experiment_id = experiment_id
         self.code_dir = root / "code"
-        self.code_dir.mkdir()
+        self.code_dir.mkdir(parents=True)
         self.worker_root = str(root / "worker")
 
     def service(self, **options: Any) -> RayTrainingService:
@@ -350,6 +350,65 @@ def test_cleanup_ends_the_trials_and_leaves_no_actor_or_folder(ray_lab: RayLab) 
     assert RayTrainingService.actor_name(ray_lab.experiment_id) not in actors
     assert not _running(pid)
     assert not Path(trial_dir).exists()
+
+
+def test_close_keeps_running_trials_and_leaves_no_actor_of_finished_ones(
+    ray_lab: RayLab,
+) -> None:
+    import ray
+
+    other = RayLab(ray_lab.root / "other", ray_lab.cluster, ray_lab.experiment_id + "-b")
+
+    async def body() -> None:
+        keeper = ray_lab.service()  # holds the connection open for the checks
+        await keeper.start()
+        try:
+            busy, idle = ray_lab.service(), other.service()
+            await busy.start()
+            await idle.start()
+            long = ray_lab.spec(9, SLEEPER)
+            running = await busy.launch(long, busy.place(long))  # type: ignore[arg-type]
+            short = other.spec(10, FINAL_ENV)
+            done = await idle.launch(short, idle.place(short))  # type: ignore[arg-type]
+            assert (await idle.wait(done)).exit_code == 0
+            state = running.state()
+            await busy.close()  # the manager stops watching: the trial goes on
+            await idle.close()
+
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+            assert RayTrainingService.actor_name(other.experiment_id) not in names
+            assert RayTrainingService.actor_name(ray_lab.experiment_id) in names
+
+            again = await keeper.reattach(long, running.placement, state)
+            assert again is not None
+            records = []
+            while not records:
+                records = await keeper.read_metrics(again)
+                await asyncio.sleep(0.05)
+            assert _running(records[0]["value"]["pid"])
+            await keeper.cancel(again)
+            assert (await keeper.wait(again)).signal is not None
+        finally:
+            await keeper.close()
+
+    try:
+        run(body())
+    finally:
+        run(other.service().cleanup(other.experiment_id))
+    # Nothing left once the last trial was collected and its service closed.
+    run(_assert_no_actor(ray_lab, ray_lab.experiment_id))
+
+
+async def _assert_no_actor(ray_lab: RayLab, experiment_id: str) -> None:
+    import ray
+
+    service = ray_lab.service()
+    await service.start()
+    try:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+        assert RayTrainingService.actor_name(experiment_id) not in names
+    finally:
+        await service.close()
 
 
 def _running(pid: int) -> bool:
