@@ -159,6 +159,20 @@ def _ray_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
     return kit
 
 
+def _hybrid_kit(tmp_path: Path) -> ServiceKit:
+    """Two local services behind the hybrid service; the GPUs belong to the first one, so
+    GPU trials all go there and the others spread over both. Trials see the platform of the
+    service that runs them (local)."""
+    from tunelab.services._hybrid import HybridTrainingService
+
+    local = _local_kit(tmp_path)
+
+    def make(gpus: list[GpuInfo] | None = None, **options: Any) -> TrainingService:
+        return HybridTrainingService([local.make(gpus, **options), local.make([], **options)])
+
+    return ServiceKit("local", make, local.code_dir, sys.executable, tmp_path)
+
+
 def _remote_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
     """Two SSH "machines" on loopback, each its own sshd and login user (tl-alpha by key,
     tl-beta by password; tests/services/sshd.py). Injected GPUs are the first machine's; the
@@ -192,6 +206,7 @@ def _remote_kit(tmp_path: Path, request: pytest.FixtureRequest) -> ServiceKit:
 
 KITS: dict[str, Callable[[Path, pytest.FixtureRequest], ServiceKit]] = {
     "local": lambda tmp_path, request: _local_kit(tmp_path),
+    "hybrid": lambda tmp_path, request: _hybrid_kit(tmp_path),
     "ray": _ray_kit,
     "remote": _remote_kit,
 }

@@ -11,6 +11,7 @@ from tunelab.services._factory import (
     register_platform,
 )
 from tunelab.services._gpu import GpuInfo, GpuProbe, GpuScheduler, nvml_probe
+from tunelab.services._hybrid import HybridTrainingService  # registers lists of services
 from tunelab.services._local import LocalTrainingService, kill_tree
 from tunelab.services._remote import RemoteMachine, RemoteTrainingService
 
@@ -18,6 +19,7 @@ __all__ = [
     "GpuInfo",
     "GpuProbe",
     "GpuScheduler",
+    "HybridTrainingService",
     "LocalTrainingService",
     "Placement",
     "RemoteMachine",
