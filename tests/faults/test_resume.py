@@ -9,10 +9,19 @@ manager runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from pathlib import Path
 
-from tests.faults.harness import FINITE_SPACE, Experiment, FaultLab, Snapshot, check_table
+from tests.faults.harness import (
+    FINITE_SPACE,
+    Experiment,
+    FaultLab,
+    Snapshot,
+    check_table,
+    wait_gone,
+)
 from tunelab.store import TrialRecord
 
 GATED_TRIAL = """
@@ -184,3 +193,111 @@ def _events(experiment: Experiment) -> list[dict]:
         return store.events()
     finally:
         store.close()
+
+
+# Ignores SIGTERM, so that a stop or a kill spends its grace period on it; waits for the gate.
+# Each intermediate result carries the pid that reported it.
+STUBBORN_TRIAL = """
+import os, pathlib, signal, time, tunelab
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+tunelab.get_next_parameter()
+gate = pathlib.Path(os.environ["FAULT_GATE"])
+step = 0
+while not gate.exists() or step < 3:
+    time.sleep(0.1)
+    tunelab.report_intermediate_result({"default": step, "pid": os.getpid()})
+    step += 1
+tunelab.report_final_result(1.0)
+"""
+
+
+def _stubborn(faults: FaultLab, name: str) -> tuple[Experiment, Path, Snapshot]:
+    gate = faults.root / f"gate-{name}"
+    faults.extra_env = {"FAULT_GATE": str(gate)}
+    config = faults.write(
+        {"x": {"_type": "uniform", "_value": [0, 1]}},
+        STUBBORN_TRIAL,
+        name=name,
+        maxTrialNumber=3,
+        trialConcurrency=2,
+    )
+    experiment = faults.create(config)
+    running = experiment.wait_for(
+        lambda s: (
+            len(s.by_status("RUNNING")) == 2 and all(_lines(experiment, t) for t in s.trials)
+        ),
+        what="2 trials running and reporting",
+    )
+    return experiment, gate, running
+
+
+def _quietly(experiment: Experiment, path: str) -> None:
+    """``DELETE path``, whose answer never comes when the manager is killed meanwhile."""
+    with contextlib.suppress(Exception):
+        experiment.api("DELETE", path)
+
+
+def _pids_by_attempt(snap: Snapshot, sequence: int) -> dict[int, set[int]]:
+    pids: dict[int, set[int]] = {}
+    for metric in snap.metrics_of(sequence):
+        if metric.type == "INTERMEDIATE":
+            pids.setdefault(metric.attempt, set()).add(metric.value["pid"])
+    return pids
+
+
+def test_sigkill_during_a_stop_ends_the_stopped_trials_before_they_run_again(
+    faults: FaultLab,
+) -> None:
+    experiment, gate, running = _stubborn(faults, "kill-in-stop")
+    stopper = threading.Thread(target=_quietly, args=(experiment, "/experiment"))
+    stopper.start()
+    # The stop has written its USER_CANCELED; the manager dies in the grace period it gives.
+    experiment.wait_for(
+        lambda s: all(t.status == "USER_CANCELED" for t in s.trials), timeout=10, what="frozen"
+    )
+    experiment.kill_manager()
+    stopper.join(30)
+    old = experiment.trial_processes()
+    assert old, "the stubborn trials should have outlived their manager"
+
+    experiment.resume()
+    # The interrupted stop is carried out: the old processes end before the trials run again.
+    assert wait_gone(old, 15) == []
+    gate.touch()
+    done = experiment.wait_status("DONE")
+    problems, _ = check_table(experiment, 3)
+    assert problems == []
+    for trial in running.by_status("RUNNING"):
+        pids = _pids_by_attempt(done, trial.sequence)
+        assert sorted(pids) == [1, 2] and len(pids[2]) == 1 and not pids[1] & pids[2]
+
+
+def test_sigkill_while_killing_a_trial_leaves_it_killed(faults: FaultLab) -> None:
+    experiment, gate, running = _stubborn(faults, "kill-in-kill")
+    victim = running.by_status("RUNNING")[0]
+    killer = threading.Thread(target=_quietly, args=(experiment, f"/trials/{victim.trial_id}"))
+    killer.start()
+    experiment.wait_for(
+        lambda s: s.trials[victim.sequence].status == "USER_CANCELED", timeout=10, what="killed"
+    )
+    experiment.kill_manager()
+    killer.join(30)
+    victim_processes = [
+        p
+        for p in experiment.trial_processes()
+        if p.environ().get("TUNELAB_TRIAL_ID") == victim.trial_id
+    ]
+    assert victim_processes
+
+    experiment.resume()
+    assert wait_gone(victim_processes, 15) == []
+    gate.touch()
+    done = experiment.wait_status("DONE")
+    killed = done.trials[victim.sequence]
+    assert (killed.status, killed.reason, killed.attempts) == (
+        "USER_CANCELED",
+        "killed by user",
+        1,
+    )
+    # The killed trial still counts: two more ran, to maxTrialNumber 3.
+    assert [t.status for t in done.trials].count("SUCCEEDED") == 2

@@ -678,7 +678,21 @@ class Engine:
         trials = self.store.trials()
         histories = self._stored_histories(trials) if self.assessor is not None else {}
         await self._call_tuner(self._replay, trials, self.store.imported(), histories)
+        # A stop or a kill writes its state first and then ends the processes: a manager that
+        # died in between left them running. They end now, before anything runs again.
+        interrupted = [
+            record
+            for record in trials
+            if record.status in (st.USER_CANCELED, st.SYS_CANCELED)
+            and record.handle
+            and record.exit_code is None
+        ]
         last_lines = self.store.last_metric_lines()
+        await asyncio.gather(
+            *(self._finish_cancel(r, last_lines.get(r.sequence, -1) + 1) for r in interrupted)
+        )
+        if interrupted:
+            last_lines = self.store.last_metric_lines()
         for record in trials:
             if record.status == st.TRIAL_RUNNING:
                 await self._reattach(record, last_lines.get(record.sequence, -1) + 1)
@@ -744,6 +758,26 @@ class Engine:
         live.task = asyncio.get_running_loop().create_task(self._watch(live))
         self.store.add_event("trial_reattached", None, record.sequence)
         logger.info("Trial %s re-attached (#%d)", record.trial_id, record.sequence)
+
+    async def _finish_cancel(self, record: TrialRecord, next_line: int) -> None:
+        """End what is left of a trial whose stop or kill a dead manager did not finish, and
+        store what it wrote meanwhile under its attempt; its state was written already."""
+        spec = self._spec(record)
+        placement = Placement.from_json(record.placement)
+        try:
+            handle = await self.service.reattach(spec, placement, record.handle or {})
+        except Exception:
+            logger.exception("Trial %s: could not re-attach to end it", record.trial_id)
+            return
+        if handle is None:
+            return
+        await self.service.cancel(handle)
+        exit_info = await self.service.wait(handle)
+        live = _Live(record, handle=handle, next_line=next_line)
+        live.steps = self.store.attempt_metric_counts(record.sequence, max(record.attempts, 1))
+        self._store_metric_lines(live, await self.service.read_metrics(handle))
+        self.store.update_trial(record.sequence, exit_code=exit_info.exit_code)
+        logger.info("Trial %s: ended the processes an interrupted stop left", record.trial_id)
 
     def _store_lost_attempt(self, record: TrialRecord, trial_dir: Path, next_line: int) -> int:
         """Store what an attempt whose process is gone wrote after the last stored line (the
