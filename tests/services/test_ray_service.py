@@ -486,7 +486,8 @@ def test_an_experiment_from_a_config_file_runs_its_trials_on_the_cluster(
     assert sorted(t["status"] for t in trials) == ["SUCCEEDED"] * 3, trials
     assert sorted(t["parameters"]["x"] for t in trials) == [1, 2, 3]
     for trial_dir in (lab.home / experiment_id / "trials").iterdir():
-        assert (trial_dir / "metrics.jsonl").read_text().count("\n") == 3
+        lines = (trial_dir / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["type"] for line in lines] == ["INTERMEDIATE"] * 2 + ["FINAL"]
         assert (trial_dir / "trial.stdout").exists()
 
 
