@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from pathlib import Path
 
 from tests.faults.harness import (
@@ -301,3 +302,38 @@ def test_sigkill_while_killing_a_trial_leaves_it_killed(faults: FaultLab) -> Non
     )
     # The killed trial still counts: two more ran, to maxTrialNumber 3.
     assert [t.status for t in done.trials].count("SUCCEEDED") == 2
+
+
+def test_duration_budget_goes_on_from_what_was_used_across_a_kill(faults: FaultLab) -> None:
+    """maxExperimentDuration counts the time a manager ran the experiment: not the time it was
+    dead, and not from zero again after a resume."""
+    trial = "import os, time, tunelab\ntunelab.get_next_parameter()\n"
+    trial += "time.sleep(50 * float(os.environ['TUNELAB_TIME_SCALE']))\n"
+    trial += "tunelab.report_final_result(1.0)\n"
+    config = faults.write(
+        {"x": {"_type": "uniform", "_value": [0, 1]}},
+        trial,
+        name="duration",
+        maxTrialNumber=1000,
+        trialConcurrency=2,
+        maxExperimentDuration="5m",  # 3 s scaled
+    )
+    started = time.monotonic()
+    experiment = faults.create(config)
+    limit = 300 * faults.scale
+    while (observed := experiment.api("GET", "/experiment").json()["usedSeconds"]) < limit / 2:
+        time.sleep(0.05)
+    experiment.kill_manager()
+    alive = time.monotonic() - started
+    # What the store kept of the used time: at most one tick of the loop (0.5 s) is lost.
+    assert experiment.snapshot().experiment["used_seconds"] >= observed - 0.6
+    time.sleep(2.0)  # dead time: it must not count
+    resumed = time.monotonic()
+    experiment.resume()
+    done = experiment.wait_status("DONE")
+    alive += time.monotonic() - resumed
+    used = done.experiment["used_seconds"]
+    assert limit <= used <= alive
+    # Trials stop being submitted once the budget is used: about limit / 0.5 s x 2 slots.
+    assert len(done.trials) <= 2 * (limit / 0.5) + 4
+    assert all(t.status == "SUCCEEDED" for t in done.trials)

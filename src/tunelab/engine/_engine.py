@@ -57,6 +57,8 @@ logger = logging.getLogger("tunelab.engine")
 T = TypeVar("T")
 
 _METRIC_POLL_SECONDS = 0.5
+# How often the used time is saved: a crash loses at most this much of it. It shrinks with
+# TUNELAB_TIME_SCALE, so that a crash loses the same share of a scaled budget.
 _CLOCK_SAVE_SECONDS = 2.0
 
 STOP_REASON = "experiment stopped"
@@ -871,7 +873,7 @@ class Engine:
     def _save_clock(self, force: bool = False) -> None:
         now = time.monotonic()
         if self._clock_start is None or (
-            not force and now - self._last_clock_save < _CLOCK_SAVE_SECONDS
+            not force and now - self._last_clock_save < _CLOCK_SAVE_SECONDS * min(1.0, self.scale)
         ):
             return
         self._last_clock_save = now
