@@ -137,6 +137,26 @@ def test_a_trial_asking_for_more_than_any_node_has_waits_with_the_reason(ray_lab
     run(body())
 
 
+def test_a_runtime_environment_ray_refuses_fails_the_launch_with_ray_s_reason(
+    ray_lab: RayLab,
+) -> None:
+    async def body() -> None:
+        service = ray_lab.service(runtime_env={"env_vars": {"THREADS": 4}})  # not a string
+        await service.start()
+        try:
+            spec = ray_lab.spec(11, FINAL_ENV)
+            placement = service.place(spec)
+            assert isinstance(placement, Placement)
+            with pytest.raises(OSError, match=r"Ray did not take the trial: .*env_vars"):
+                await service.launch(spec, placement)
+            # The refused trial holds nothing: the next one may use its place.
+            assert isinstance(service.place(ray_lab.spec(12, FINAL_ENV)), Placement)
+        finally:
+            await service.close()
+
+    run(body())
+
+
 RUN_COUNTER = """
 import os, sys, tunelab
 p = tunelab.get_next_parameter()

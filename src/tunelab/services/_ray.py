@@ -3,10 +3,11 @@
 How a trial runs. Each experiment has one *experiment actor* in the cluster: detached, named
 ``tunelab-<experiment id>`` in the ``tunelab`` namespace, holding no CPU, never restarted. It
 is created with the experiment's runtime environment: the trial code directory as
-``working_dir`` (uploaded once per experiment, minus what the code directory's ``.gitignore``
-and ``.nniignore`` exclude, in .gitignore syntax) and tunelab's trial side (``tunelab.trial``
-and the ``nni`` shim, standard library only) as ``py_modules``, plus the config's
-``runtimeEnv``. The actor submits one Ray task per trial, with the trial's resources
+``working_dir`` (uploaded once per experiment, when its first trial starts, minus what the
+code directory's ``.nniignore`` and ``.gitignore`` exclude, in .gitignore syntax; Ray also
+honours ``.gitignore`` and ``.rayignore`` files in subfolders) and tunelab's trial side
+(``tunelab.trial`` and the ``nni`` shim, standard library only) as ``py_modules``, plus the
+config's ``runtimeEnv``. The actor submits one Ray task per trial, with the trial's resources
 (``num_cpus`` = trialCpuNumber, ``num_gpus`` = trialGpuNumber, ``memory`` = trialMemorySize)
 and ``max_retries=0``: Ray never reruns a trial, the engine decides. The tasks inherit the
 actor's runtime environment, and Ray reuses its worker processes between tasks, so a trial
@@ -25,7 +26,15 @@ experiment is deleted (:meth:`RayTrainingService.cleanup`).
 Because the experiment actor owns the tasks, trials go on running when the manager dies; a
 new manager re-attaches them by the actor's name. The actor keeps each trial's exit and
 unread output until a manager has collected them, then forgets the trial; ``close`` kills the
-actor once it holds nothing, and ``cleanup`` kills it whatever it holds.
+actor once it holds nothing, and ``cleanup`` kills it whatever it holds. A manager that finds
+the actor still alive (trials of an earlier manager still running) launches new trials
+through it, so they run the code that actor was created with.
+
+Where a trial waits. ``place`` answers from the cluster's free resources per node (asked at
+most once a second), corrected for the trials this service placed or saw end since, and says
+why a trial must wait ("waiting: no Ray node has 1 free GPU (cluster: 0 of 1 free)"). Other
+users of the cluster can still take resources in between; such a trial then waits in Ray's
+own queue, shown as running.
 
 GPUs. By default Ray's resource accounting places GPU trials (``num_gpus``) and sets
 ``CUDA_VISIBLE_DEVICES``. With an injected GPU probe (tests, ``TUNELAB_FAKE_GPUS``) the
@@ -575,7 +584,6 @@ class RayTrainingService(TrainingService):
     # -- trials ---------------------------------------------------------------------------
 
     async def launch(self, spec: TrialSpec, placement: Placement) -> TrialHandle:
-        import ray
 
         handle = _RayHandle(spec, placement, self.actor_name(spec.experiment_id), uuid.uuid4().hex)
         spec.trial_dir.mkdir(parents=True, exist_ok=True)
@@ -621,7 +629,7 @@ class RayTrainingService(TrainingService):
         try:
             actor = await self._actor(spec)
             await actor.launch.remote(spec.trial_id, handle.launch_id, options, args)
-        except (ray.exceptions.RayError, ValueError, OSError) as error:
+        except Exception as error:  # Ray's errors, a runtime environment it refused, ...
             self._release(handle)
             raise OSError(f"Ray did not take the trial: {_first_line(error)}") from error
         return handle
