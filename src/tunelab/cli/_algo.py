@@ -1,4 +1,7 @@
-"""``tunelab algo``: register custom tuners and assessors by name, as ``nnictl algo`` does."""
+"""``tunelab algo``: register custom tuners and assessors by name, as ``nnictl algo`` does.
+
+The tuners (numpy, scipy) are imported inside the commands, so that ``tunelab`` starts fast.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tunelab.assessors import available_assessors
 from tunelab.errors import UsageError
-from tunelab.tuners import (
-    available_tuners,
-    builtin_names,
-    register_algorithm,
-    registered_algorithms,
-    unregister_algorithm,
-)
 
 __all__ = ["algo"]
 
@@ -26,6 +21,9 @@ out = Console(highlight=False, soft_wrap=True)
 
 
 def _builtin() -> set[str]:
+    from tunelab.assessors import available_assessors
+    from tunelab.tuners import builtin_names
+
     return builtin_names() | set(available_assessors()) | {"Curvefitting"}
 
 
@@ -59,6 +57,8 @@ def register(meta_path: str) -> None:
     code_directory = meta.get("codeDirectory")
     if code_directory and not Path(code_directory).is_absolute():
         meta["codeDirectory"] = str((path.parent / code_directory).resolve())
+    from tunelab.tuners import register_algorithm
+
     kind, name = register_algorithm(meta, _builtin())
     out.print(f"Registered {kind} {name}: use '{kind}: {{name: {name}}}' in a config.")
 
@@ -67,6 +67,8 @@ def register(meta_path: str) -> None:
 @click.argument("name")
 def unregister(name: str) -> None:
     """Remove a registered algorithm."""
+    from tunelab.tuners import unregister_algorithm
+
     kind = unregister_algorithm(name, _builtin())
     out.print(f"Unregistered {kind} {name}.")
 
@@ -75,6 +77,9 @@ def unregister(name: str) -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """Show one algorithm (built-in or registered)."""
+    from tunelab.assessors import available_assessors
+    from tunelab.tuners import available_tuners, registered_algorithms
+
     for kind, entries in registered_algorithms().items():
         for registered, entry in entries.items():
             if registered.lower() == name.lower():
@@ -93,6 +98,9 @@ def show(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_algorithms(as_json: bool) -> None:
     """List built-in and registered algorithms."""
+    from tunelab.assessors import available_assessors
+    from tunelab.tuners import available_tuners, registered_algorithms
+
     rows = [(n, "tuner", "built-in", "") for n in available_tuners()]
     rows += [(n, "assessor", "built-in", "") for n in available_assessors()]
     for kind, entries in registered_algorithms().items():

@@ -282,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action != "view":
         text = sys.stdin.read()
         given = json.loads(text) if text.strip() else {}
-    level = (given.get("config") or {}).get("logLevel") or "info"
-    _setup_logging(exp_dir, level)
+    _setup_logging(exp_dir, _log_level(exp_dir, given))
     try:
         asyncio.run(
             serve(exp_dir, args.id, args.host, args.port, args.explicit_port, args.action, given)
@@ -296,6 +295,22 @@ def main(argv: list[str] | None = None) -> int:
         logger.exception("Manager failed")
         return _startup_failed(exp_dir, f"manager failed: {error}", 1)
     return 0
+
+
+def _log_level(exp_dir: Path, given: dict[str, Any]) -> str:
+    """The config's logLevel: from the config given (create) or the stored one."""
+    config = given.get("config")
+    if config is None and (exp_dir / DB_FILE).exists():
+        try:
+            store = ExperimentStore(exp_dir / DB_FILE, readonly=True)
+            try:
+                config = store.experiment()["config"]
+            finally:
+                store.close()
+        except Exception:  # an unreadable store is reported by serve(); log at info till then
+            config = None
+    level = (config or {}).get("logLevel")
+    return str(level) if level else "info"
 
 
 def _startup_failed(exp_dir: Path, message: str, code: int) -> int:

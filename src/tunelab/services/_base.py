@@ -38,7 +38,8 @@ must be ``async`` or run it in an executor):
    nothing of it is left, and the engine runs it again. ``read_metrics`` on a re-attached
    handle starts from the beginning of the metrics file.
 9. ``cleanup(experiment_id)`` when an experiment is deleted: removes what the service left
-   elsewhere (remote folders). The local folders are the engine's to remove.
+   elsewhere (remote folders). The local folders are the engine's to remove. ``None`` (``tunelab
+   platform clean``) removes what every tunelab experiment left on the platform.
 """
 
 from __future__ import annotations
@@ -153,5 +154,5 @@ class TrainingService(abc.ABC):
         """Find a trial started by an earlier manager; None when nothing of it is left."""
         return None
 
-    async def cleanup(self, experiment_id: str) -> None:  # noqa: B027 - optional hook
+    async def cleanup(self, experiment_id: str | None) -> None:  # noqa: B027 - optional hook
         """Remove what this service left outside the experiment's folder."""

@@ -104,7 +104,7 @@ class HybridTrainingService(TrainingService):
         self._running[index] += 1
         return _HybridHandle(inner, index)
 
-    async def cleanup(self, experiment_id: str) -> None:
+    async def cleanup(self, experiment_id: str | None) -> None:
         await asyncio.gather(*(service.cleanup(experiment_id) for service in self.services))
 
 
