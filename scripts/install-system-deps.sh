@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages that tunelab's test suite needs:
-#   chromium        headless browser for the web portal tests
-#   openssh-server  real sshd on loopback for the remote training service tests
-#   swig            builds the SMAC tuner's dependencies
+#   openssh-server  real sshd servers on loopback for the remote training service tests
+#                   (ssh-agent and ssh-keygen come with the client, which it depends on)
 #
 # As root, installs whatever is missing (one `apt-get update`, then `apt-get install`).
 # Otherwise, lists what is missing with the command to install it, and exits 1 if anything is.
 # When everything is present, it only checks and returns at once.
 set -euo pipefail
 
-PACKAGES=(chromium openssh-server swig)
+PACKAGES=(openssh-server)
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: this script needs Debian's dpkg and apt-get." >&2
