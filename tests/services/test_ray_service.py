@@ -372,6 +372,36 @@ def test_cleanup_ends_the_trials_and_leaves_no_actor_or_folder(ray_lab: RayLab) 
     assert not Path(trial_dir).exists()
 
 
+def test_cleanup_of_the_whole_platform_ends_every_experiment_of_the_namespace(
+    ray_lab: RayLab,
+) -> None:
+    import ray
+
+    namespace = f"tunelab-test-{os.getpid()}"  # apart from what other tests run meanwhile
+    other = RayLab(ray_lab.root / "other", ray_lab.cluster, ray_lab.experiment_id + "-b")
+    other.worker_root = ray_lab.worker_root
+
+    async def body() -> list[dict[str, Any]]:
+        service = ray_lab.service(namespace=namespace)
+        await service.start()
+        try:
+            for lab, sequence in ((ray_lab, 13), (other, 14)):
+                spec = lab.spec(sequence, SLEEPER)
+                spec.experiment_id = lab.experiment_id
+                handle = await service.launch(spec, service.place(spec))  # type: ignore[arg-type]
+                while not await service.read_metrics(handle):
+                    await asyncio.sleep(0.05)
+            await service.cleanup(None)
+            listed: list[dict[str, Any]] = ray.util.list_named_actors(all_namespaces=True)
+            return listed
+        finally:
+            await service.close()
+
+    listed = run(body())
+    assert not [entry for entry in listed if entry["namespace"] == namespace]
+    assert not Path(ray_lab.worker_root).exists()
+
+
 def test_close_keeps_running_trials_and_leaves_no_actor_of_finished_ones(
     ray_lab: RayLab,
 ) -> None:

@@ -260,6 +260,7 @@ class RayTrainingService(TrainingService):
         max_trials_per_gpu, use_active_gpu: the GPU rules when a probe is given.
         kill_grace: seconds between SIGTERM and SIGKILL when cancelling.
         worker_root: where trial folders go on the workers (default: see the module doc).
+        namespace: the Ray namespace of the experiment actors (tests keep theirs apart).
     """
 
     platform = "ray"
@@ -277,6 +278,7 @@ class RayTrainingService(TrainingService):
         use_active_gpu: bool | None = None,
         kill_grace: float = 3.0,
         worker_root: str | None = None,
+        namespace: str = NAMESPACE,
     ) -> None:
         if runtime_env and "working_dir" in runtime_env:
             raise ConfigError(
@@ -299,6 +301,7 @@ class RayTrainingService(TrainingService):
         )
         self._kill_grace = kill_grace
         self._worker_root = worker_root
+        self._namespace = namespace
         self._connected = False
         self._feasible_pending: int | None = None
         self._actors: dict[str, Any] = {}
@@ -513,7 +516,7 @@ class RayTrainingService(TrainingService):
         remote_class = ray.remote(_ray_supervisor.ExperimentActor)
         return remote_class.options(
             name=self.actor_name(spec.experiment_id),
-            namespace=NAMESPACE,
+            namespace=self._namespace,
             lifetime="detached",
             get_if_exists=True,
             num_cpus=0,
@@ -572,7 +575,7 @@ class RayTrainingService(TrainingService):
 
         def lookup() -> Any | None:
             try:
-                return ray.get_actor(self.actor_name(experiment_id), namespace=NAMESPACE)
+                return ray.get_actor(self.actor_name(experiment_id), namespace=self._namespace)
             except ValueError:
                 return None
 
@@ -616,7 +619,7 @@ class RayTrainingService(TrainingService):
             "workerRoot": self._worker_root,
             "grace": self._kill_grace,
             "actorName": handle.actor_name,
-            "namespace": NAMESPACE,
+            "namespace": self._namespace,
             "metricsSeed": base64.b64encode(seed).decode("ascii"),
         }
         options = {
@@ -759,43 +762,71 @@ class RayTrainingService(TrainingService):
         except ray.exceptions.RayError:
             logger.warning("Trial %s: its Ray actor is gone", handle.spec.trial_id)
 
-    async def cleanup(self, experiment_id: str) -> None:
+    async def cleanup(self, experiment_id: str | None) -> None:
         """Cancel what is left of the experiment in the cluster, kill its actor and remove its
-        trial folders from every live node."""
+        trial folders from every live node; with None, do so for every tunelab experiment
+        (the experiment actors in this service's namespace, the whole trial root)."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         started_here = not self._connected
         if started_here:
             await self.start()
         try:
-            actor = await self._existing_actor(experiment_id)
-            if actor is not None:
-                with contextlib.suppress(ray.exceptions.RayError):
-                    await actor.stop_all.remote(self._kill_grace)
-                ray.kill(actor)
-                self._actors.pop(experiment_id, None)
-            remove = ray.remote(_ray_supervisor.remove_experiment_folders)
-            refs = [
-                remove.options(
-                    num_cpus=0,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-                ).remote(self._worker_root, experiment_id)
-                for node in ray.nodes()
-                if node.get("Alive")
-            ]
-            for ref in refs:
-                try:
-                    await ref
-                except ray.exceptions.RayError as error:
-                    logger.warning(
-                        "Experiment %s: a trial folder stays on a Ray node: %s",
-                        experiment_id,
-                        _first_line(error),
-                    )
+            if experiment_id is None:
+                prefix = self.actor_name("")
+                listed = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: ray.util.list_named_actors(all_namespaces=True)
+                )
+                experiments = [
+                    entry["name"][len(prefix) :]
+                    for entry in listed
+                    if entry.get("namespace") == self._namespace
+                    and entry["name"].startswith(prefix)
+                ]
+            else:
+                experiments = [experiment_id]
+            await asyncio.gather(*(self._end_experiment(e) for e in experiments))
+            await self._remove_folders(experiment_id)
         finally:
             if started_here:
                 await self.close()
+
+    async def _end_experiment(self, experiment_id: str) -> None:
+        import ray
+
+        actor = await self._existing_actor(experiment_id)
+        if actor is None:
+            return
+        with contextlib.suppress(ray.exceptions.RayError):
+            await actor.stop_all.remote(self._kill_grace)
+        ray.kill(actor)
+        self._actors.pop(experiment_id, None)
+        logger.info(
+            "Experiment %s: its trials and actor are gone from the Ray cluster", experiment_id
+        )
+
+    async def _remove_folders(self, experiment_id: str | None) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remove = ray.remote(_ray_supervisor.remove_experiment_folders)
+        refs = [
+            remove.options(
+                num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            ).remote(self._worker_root, experiment_id)
+            for node in ray.nodes()
+            if node.get("Alive")
+        ]
+        for ref in refs:
+            try:
+                await ref
+            except ray.exceptions.RayError as error:
+                logger.warning(
+                    "Experiment %s: a trial folder stays on a Ray node: %s",
+                    experiment_id or "(all)",
+                    _first_line(error),
+                )
 
 
 # -- helpers ------------------------------------------------------------------------------
