@@ -21,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,7 +151,6 @@ class FaultLab:
         self.root = root
         self.scale = scale
         self.extra_env: dict[str, str] = {}
-        self._children: list[subprocess.Popen[bytes]] = []
 
     @property
     def env(self) -> dict[str, str]:
@@ -221,41 +220,6 @@ class FaultLab:
             else:
                 os.environ["TUNELAB_HOME"] = before
 
-    def start_manager(self, experiment: Experiment, action: str) -> None:
-        """Start a manager the way the CLI does (detached, config or secrets on stdin)."""
-        command = [
-            sys.executable,
-            "-m",
-            "tunelab.engine.manager",
-            "--exp-dir",
-            str(experiment.dir),
-            "--id",
-            experiment.id,
-            "--port",
-            "8080",
-            "--action",
-            action,
-        ]
-        with open(experiment.dir / "log" / "manager.out", "ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        assert process.stdin is not None
-        process.stdin.write(b"{}")
-        process.stdin.close()
-        self._children.append(process)
-
-    def reap(self) -> None:
-        """Collect managers this process started that have ended (no zombies left behind)."""
-        for process in list(self._children):
-            if process.poll() is not None:
-                self._children.remove(process)
-
     def processes(self) -> list[psutil.Process]:
         return lab_processes(self.home)
 
@@ -272,9 +236,6 @@ class FaultLab:
             except psutil.Error:
                 continue
         wait_gone(left, 10)
-        for process in self._children:
-            process.wait(10)
-        self._children.clear()
         return described
 
 
@@ -300,7 +261,6 @@ class Experiment:
             info = self.manager()
             if info is not None and info.pid != other_than:
                 return info
-            self.lab.reap()
             time.sleep(0.02)
         log = (self.dir / "log" / "manager.out").read_text("utf-8", "replace")[-2000:]
         raise AssertionError(f"no manager for {self.id} within {timeout} s; manager.out: {log}")
@@ -314,7 +274,6 @@ class Experiment:
         process.kill()
         if wait_gone([process], 10):
             raise AssertionError(f"manager {info.pid} survived SIGKILL")
-        self.lab.reap()
         return info.pid
 
     def trial_processes(self) -> list[psutil.Process]:
@@ -341,16 +300,13 @@ class Experiment:
         return len(processes)
 
     def resume(self, timeout: float = 60) -> ManagerInfo:
-        """Resume the experiment (``tunelab resume`` when the CLI has it) and wait for it."""
+        """``tunelab resume``, and wait until the new manager listens."""
         old = read_manager_info(self.dir)
         if self.manager() is not None:
             raise AssertionError(f"experiment {self.id} still has a live manager")
-        if cli_has_resume():
-            result = self.lab.cli("resume", self.id, timeout=timeout)
-            if result.code != 0:
-                raise AssertionError(f"tunelab resume failed ({result.code}): {result.stderr}")
-        else:
-            self.lab.start_manager(self, "resume")
+        result = self.lab.cli("resume", self.id, timeout=timeout)
+        if result.code != 0:
+            raise AssertionError(f"tunelab resume failed ({result.code}): {result.stderr}")
         return self.wait_manager(timeout, other_than=None if old is None else old.pid)
 
     def stop(self, missing_ok: bool = False, timeout: float = 60) -> None:
@@ -364,7 +320,6 @@ class Experiment:
             self.api("DELETE", "/experiment", timeout=timeout)
         if wait_gone([psutil.Process(info.pid)], timeout):
             raise AssertionError(f"manager {info.pid} did not exit after stop")
-        self.lab.reap()
 
     def api(self, method: str, path: str, timeout: float = 30, **kwargs: Any) -> Any:
         info = self.manager()
@@ -409,19 +364,6 @@ class Experiment:
 
     def trial_dir(self, trial: TrialRecord) -> Path:
         return self.dir / "trials" / trial.trial_id
-
-
-_HAS_RESUME: bool | None = None
-
-
-def cli_has_resume() -> bool:
-    """Whether this tunelab's CLI has ``resume`` (another part of the project adds it)."""
-    global _HAS_RESUME
-    if _HAS_RESUME is None:
-        from tunelab.cli import cli
-
-        _HAS_RESUME = "resume" in getattr(cli, "commands", {})
-    return _HAS_RESUME
 
 
 # -- the checks --------------------------------------------------------------------------------
@@ -550,6 +492,7 @@ class ChaosRun:
 
     seed: int
     kills: int = 0
+    kills_with_trials: int = 0
     trial_processes_killed: int = 0
     resumes: int = 0
     problems: list[str] = field(default_factory=list)
@@ -561,6 +504,7 @@ class ChaosRun:
         return {
             "seed": self.seed,
             "kills": self.kills,
+            "kills_with_trials": self.kills_with_trials,
             "trial_processes_killed": self.trial_processes_killed,
             "resumes": self.resumes,
             "problems": self.problems,
@@ -614,6 +558,7 @@ def run_chaos(
         run.kills += 1
         also_trials = kill_trials_every > 0 and run.kills % kill_trials_every == 0
         if also_trials:
+            run.kills_with_trials += 1
             run.trial_processes_killed += experiment.kill_trials()
         event = (
             f"kill {run.kills}: manager {pid} after {delay:.3f} s "
@@ -645,10 +590,3 @@ def _delay(rng: random.Random, max_delay: float) -> float:
     if rng.random() < 0.25:
         return rng.uniform(0.0, 0.15)
     return rng.uniform(0.0, max_delay)
-
-
-def iter_seeds(base: int) -> Iterator[int]:
-    seed = base
-    while True:
-        yield seed
-        seed += 1

@@ -132,14 +132,14 @@ def base(**changes: Any) -> dict[str, Any]:
     return data
 
 
-def with_space(space: Any, inline: bool) -> Case:
+def with_space(space: Any, inline: bool, kind: str = "search space") -> Case:
     """The base config with a (bad) search space, inline (``searchSpace``) or in its file."""
     if inline:
         config = base()
         del config["searchSpaceFile"]
         config["searchSpace"] = space
-        return Case("search space", _yaml(config))
-    return case_of("search space", base(), space)
+        return Case(kind, _yaml(config))
+    return case_of(kind, base(), space)
 
 
 # -- values that are wrong for a kind of field ------------------------------------------------
@@ -395,7 +395,7 @@ def nested_choice_errors(draw: st.DrawFn) -> Case:
             "_type": "choice",
             "_value": [{"x": {"_type": "uniform", "_value": [0, 1]}}],
         }
-    return with_space(space, inline=draw(st.booleans()))
+    return with_space(space, inline=draw(st.booleans()), kind="nested choice")
 
 
 # -- bytes, syntax, sizes ---------------------------------------------------------------------
@@ -449,13 +449,12 @@ class _StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (as tunelab does)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
+        seen = []
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            if any(type(key) is type(other) and key == other for other in seen):
                 raise yaml.constructor.ConstructorError(None, None, f"{key!r} twice", None)
-            with contextlib.suppress(TypeError):
-                seen.add(key)
+            seen.append(key)
         return super().construct_mapping(node, deep)
 
 
@@ -576,7 +575,7 @@ def huge_numbers(draw: st.DrawFn) -> Case:
     else:
         top = draw(st.integers(min_value=2**63, max_value=10**40))
         space["w"] = {"_type": "randint", "_value": [draw(st.sampled_from([0, -top])), top]}
-    return with_space(space, inline=draw(st.booleans()))
+    return with_space(space, inline=draw(st.booleans()), kind="huge number")
 
 
 @st.composite
@@ -596,7 +595,7 @@ def nans(draw: st.DrawFn) -> Case:
         return case_of("NaN", base(**{name: math.nan}))
     space = copy.deepcopy(SPACE)
     space["lr"]["_value"][draw(st.integers(0, 1))] = math.nan
-    return with_space(space, inline=True)
+    return with_space(space, inline=True, kind="NaN")
 
 
 ALL_CASES = st.one_of(
