@@ -76,25 +76,42 @@ def kill_tree(
 ) -> list[psutil.Process]:
     """Send ``sig`` to a process, its process group and all its descendants.
 
-    With ``trial_dir``, also to every process started at ``since`` or later whose environment
-    names that trial folder, so that children that left the group and outlived their parent
-    are reached too. Returns the processes signalled (without the group's other members).
+    With ``trial_dir``, the process at ``pid`` counts only if it is the trial's (started at
+    ``since``, or naming ``trial_dir`` in its environment): a pid outlives its process, and the
+    one a re-attached trial was known by may belong to another process by now. Every process
+    started at ``since`` or later whose environment names that trial folder is signalled too,
+    so that children that left the group and outlived their parent are reached. Returns the
+    processes signalled (without the group's other members).
     """
     found: dict[int, psutil.Process] = {}
     try:
-        leader = psutil.Process(pid)
-        found[pid] = leader
-        found.update((child.pid, child) for child in leader.children(recursive=True))
+        leader: psutil.Process | None = psutil.Process(pid)
     except psutil.Error:
-        pass
+        leader = None
+    if leader is not None and (trial_dir is None or _is_trial(leader, trial_dir, since)):
+        found[pid] = leader
+        with contextlib.suppress(psutil.Error):
+            found.update((child.pid, child) for child in leader.children(recursive=True))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+    elif trial_dir is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
     if trial_dir is not None:
         found.update((p.pid, p) for p in _carrying(trial_dir, since) if p.pid not in found)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
     for process in found.values():
         with contextlib.suppress(psutil.Error):
             process.send_signal(sig)
     return list(found.values())
+
+
+def _is_trial(process: psutil.Process, trial_dir: Path, since: float | None) -> bool:
+    try:
+        if since is not None:
+            return abs(process.create_time() - since) < 1.0
+        return process.environ().get(ENV_TRIAL_DIR) == str(trial_dir)
+    except psutil.Error:
+        return False
 
 
 def _carrying(trial_dir: Path, since: float | None) -> list[psutil.Process]:
