@@ -546,39 +546,28 @@ class Engine:
             # State, reason and end time were written when the stop or kill was asked for.
             self.store.update_trial(record.sequence, exit_code=exit_code)
             return
+        self._write_end(record, state, reason, exit_code=exit_code)
+        log = logger.info if state == st.SUCCEEDED else logger.warning
+        log("Trial %s %s: %s", record.trial_id, state.lower(), reason)
+
+    def _write_end(self, record: TrialRecord, state: str, reason: str, **fields: Any) -> None:
+        """Store how a trial ended (state, reason, end time now, and ``fields``)."""
         record.status, record.reason, record.end_time = state, reason, time.time()
         with self.store.transaction():
             self.store.update_trial(
-                record.sequence,
-                status=state,
-                reason=reason,
-                end_time=record.end_time,
-                exit_code=exit_code,
+                record.sequence, status=state, reason=reason, end_time=record.end_time, **fields
             )
             self.store.add_event(
                 "trial_ended", {"status": state, "reason": reason}, record.sequence
             )
-        log = logger.info if state == st.SUCCEEDED else logger.warning
-        log("Trial %s %s: %s", record.trial_id, state.lower(), reason)
 
     def _freeze(self, live: _Live, state: str, reason: str, requeue: bool) -> None:
         """Write a trial's end now (stop, kill), before its process is ended."""
         if live.frozen:
             return
         record = live.record
-        record.status, record.reason, record.end_time = state, reason, time.time()
         record.requeue = requeue
-        with self.store.transaction():
-            self.store.update_trial(
-                record.sequence,
-                status=state,
-                reason=reason,
-                end_time=record.end_time,
-                requeue=int(requeue),
-            )
-            self.store.add_event(
-                "trial_ended", {"status": state, "reason": reason}, record.sequence
-            )
+        self._write_end(record, state, reason, requeue=int(requeue))
         live.end_state = (state, reason)
         live.frozen = True
         live.waiting_reason = None
