@@ -196,7 +196,13 @@ def follow(client: ExperimentClient) -> int:
                 last = line
             if view["status"] in FINAL:
                 break
-            time.sleep(0.5)
+            if isinstance(view.get("version"), int):
+                # Wakes at once on a change, then lets changes gather for a moment, so that
+                # fast trials do not make the manager build a profile for each of them.
+                client.wait_change(view["version"], 2.0)
+                time.sleep(0.2)
+            else:
+                time.sleep(0.5)
     except KeyboardInterrupt:
         err.print("stopping the experiment...")
         client.stop()

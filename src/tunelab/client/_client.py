@@ -186,6 +186,21 @@ class ExperimentClient:
             view["errors"] = [*view["errors"], "the manager is no longer running"]
         return view
 
+    def wait_change(self, since: int, timeout: float) -> None:
+        """Return once the live experiment changed after version ``since`` (or after
+        ``timeout`` seconds); a stopped experiment returns at once."""
+        if self.manager is None:
+            return
+        try:
+            self._request(
+                "GET",
+                "/experiment/changes",
+                params={"since": since, "timeout": timeout},
+                timeout=timeout + _READ_TIMEOUT,
+            )
+        except ManagerError:
+            self.refresh()
+
     def check_status(self) -> dict[str, Any]:
         """``{status, errors}``."""
         live = self._live_read("/check-status")

@@ -11,7 +11,9 @@ are served from inside the trial's folder or the experiment's log folder only.
 
 Endpoints (all under ``/api/v1``):
 
-* ``GET /experiment``: the profile (config, state, budgets used, counts, best trial).
+* ``GET /experiment``: the profile (config, state, budgets used, counts, best trial, and a
+  ``version`` that grows with every change); ``GET /experiment/changes`` (``since``,
+  ``timeout``) answers when the version passes ``since``.
   ``PATCH /experiment`` ``{trialConcurrency, maxTrialNumber, maxExperimentDuration,
   searchSpace}`` (any of them) changes a running experiment. ``DELETE /experiment`` stops it
   and its manager. ``GET /check-status``: ``{status, errors}``.
@@ -142,12 +144,26 @@ def create_app(
     def get_experiment() -> dict[str, Any]:
         if engine is None:
             return experiment_view(store, status=status_override)
-        return experiment_view(
+        view = experiment_view(
             store,
             status=engine.status,
             errors=engine.errors,
             used_seconds=engine.used_seconds(),
         )
+        view["version"] = engine.version
+        return view
+
+    @app.get(f"{API}/experiment/changes", dependencies=[Depends(read_access)])
+    async def wait_changes(
+        since: Annotated[int, Query(ge=-1)] = -1,
+        timeout: Annotated[float, Query(ge=0, le=30)] = 10,
+    ) -> dict[str, Any]:
+        """Answers once something changed after version ``since`` (a trial started or ended,
+        the state moved), or after ``timeout`` seconds: follow an experiment without polling."""
+        if engine is None:
+            return {"version": 0, "status": status_override or store.experiment()["status"]}
+        version = await engine.wait_change(since, timeout)
+        return {"version": version, "status": engine.status}
 
     @app.get(f"{API}/check-status", dependencies=[Depends(read_access)])
     def check_status() -> dict[str, Any]:

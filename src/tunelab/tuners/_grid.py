@@ -15,10 +15,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from statistics import NormalDist
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import ndtri
 
 from tunelab.errors import NoMoreTrials
 from tunelab.space import Parameter, Point, finish_value
@@ -119,7 +119,7 @@ def _is_continuous(param: Parameter) -> bool:
 def _at_fraction(param: Parameter, fraction: float) -> float:
     """The value at a fraction of a continuous parameter's range (or of its distribution)."""
     if param.is_normal:
-        raw = param.mu + param.sigma * float(ndtri(fraction))
+        raw = param.mu + param.sigma * NormalDist().inv_cdf(fraction)
         if param.type in ("lognormal", "qlognormal"):
             raw = math.exp(raw)
     elif param.is_log:

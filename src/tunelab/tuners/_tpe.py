@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from tunelab.space import Parameter, Point, finish_value
 from tunelab.tuners._base import Observation, Tuner
@@ -285,6 +284,8 @@ class _Mixture:
     scale: _Scale
 
     def _mass(self) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.special import ndtr  # loaded at the first model-based suggestion
+
         lower = ndtr((self.scale.low - self.mus) / self.sigmas)
         upper = ndtr((self.scale.high - self.mus) / self.sigmas)
         return lower, np.maximum(upper - lower, _TINY)
@@ -294,6 +295,8 @@ class _Mixture:
         lower, mass = self._mass()
         u = lower[which] + rng.uniform(size=count) * mass[which]
         u = np.clip(u, _TINY, 1 - _TINY)
+        from scipy.special import ndtri
+
         x = self.mus[which] + self.sigmas[which] * ndtri(u)
         result: np.ndarray = np.clip(x, self.scale.low, self.scale.high)
         return result
