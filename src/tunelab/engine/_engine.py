@@ -511,6 +511,7 @@ class Engine:
                 attempts=record.attempts,
                 reason=None,
                 placement=placement.to_json(),
+                handle=None,  # an earlier attempt's handle must not be re-attached
                 requeue=0,
             )
         record.status = st.TRIAL_RUNNING
