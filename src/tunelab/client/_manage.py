@@ -35,10 +35,8 @@ def _cleanup(config: dict[str, Any], experiment_id: str | None) -> None:
     from tunelab.services import create_service
 
     service = create_service(config)
-    # TODO: TrainingService.cleanup is typed for one experiment id; None (everything tunelab
-    # left on the platform, for `platform clean`) is passed through until the contract says so.
-    cleanup: Any = service.cleanup
-    asyncio.run(cleanup(experiment_id))
+    # None: everything tunelab left on the platform (`platform clean`).
+    asyncio.run(service.cleanup(experiment_id))
 
 
 def delete_experiment(
