@@ -151,8 +151,7 @@ class Engine:
         self.status = st.INITIALIZED
         self.errors: list[str] = []
         self.reopened = asyncio.Event()
-        self.version = 0  # counts changes worth showing: states, trials started and ended
-        self._changed = asyncio.Event()
+        self._status_changed = asyncio.Event()
         self._live: dict[int, _Live] = {}
         self._wake = asyncio.Event()
         self._stop_requested = False
@@ -223,18 +222,13 @@ class Engine:
     def is_running(self) -> bool:
         return not self._finished.is_set()
 
-    async def wait_change(self, since: int, timeout: float) -> int:
-        """Wait until :attr:`version` passes ``since`` or ``timeout`` seconds pass; return the
-        version. Lets a client follow an experiment without polling it."""
-        if self.version <= since:
+    async def wait_status(self, than: str, timeout: float) -> str:
+        """Wait until the experiment's state is other than ``than``, or ``timeout`` seconds;
+        return the state. Lets a client see the end of an experiment at once, unpolled."""
+        if self.status == than:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
-        return self.version
-
-    def _bump(self) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+                await asyncio.wait_for(self._status_changed.wait(), timeout)
+        return self.status
 
     # -- changes asked for while the experiment runs ---------------------------------------
 
@@ -530,7 +524,6 @@ class Engine:
         if self.settings.max_trial_duration is not None:
             live.deadline = time.monotonic() + self.settings.max_trial_duration * self.scale
         live.task = asyncio.get_running_loop().create_task(self._watch(live))
-        self._bump()
         logger.info("Trial %s started (#%d)", record.trial_id, record.sequence)
         if live.frozen:  # killed while it was being launched
             await self._cancel(live)
@@ -577,7 +570,6 @@ class Engine:
             self.store.add_event(
                 "trial_ended", {"status": state, "reason": reason}, record.sequence
             )
-        self._bump()
 
     def _freeze(self, live: _Live, state: str, reason: str, requeue: bool) -> None:
         """Write a trial's end now (stop, kill), before its process is ended."""
@@ -875,7 +867,8 @@ class Engine:
             self.store.update_experiment(**fields)
             self.store.add_event("experiment_status", {"status": status})
         self.status = status
-        self._bump()
+        self._status_changed.set()
+        self._status_changed = asyncio.Event()
         logger.info("Experiment %s %s", self.experiment_id, status)
 
     def _save_clock(self, force: bool = False) -> None:

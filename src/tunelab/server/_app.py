@@ -11,9 +11,8 @@ are served from inside the trial's folder or the experiment's log folder only.
 
 Endpoints (all under ``/api/v1``):
 
-* ``GET /experiment``: the profile (config, state, budgets used, counts, best trial, and a
-  ``version`` that grows with every change); ``GET /experiment/changes`` (``since``,
-  ``timeout``) answers when the version passes ``since``.
+* ``GET /experiment``: the profile (config, state, budgets used, counts, best trial);
+  ``GET /experiment/changes`` (``status``, ``timeout``) answers once the state is another.
   ``PATCH /experiment`` ``{trialConcurrency, maxTrialNumber, maxExperimentDuration,
   searchSpace}`` (any of them) changes a running experiment. ``DELETE /experiment`` stops it
   and its manager. ``GET /check-status``: ``{status, errors}``.
@@ -150,20 +149,18 @@ def create_app(
             errors=engine.errors,
             used_seconds=engine.used_seconds(),
         )
-        view["version"] = engine.version
         return view
 
     @app.get(f"{API}/experiment/changes", dependencies=[Depends(read_access)])
     async def wait_changes(
-        since: Annotated[int, Query(ge=-1)] = -1,
+        status: str = "",
         timeout: Annotated[float, Query(ge=0, le=30)] = 10,
     ) -> dict[str, Any]:
-        """Answers once something changed after version ``since`` (a trial started or ended,
-        the state moved), or after ``timeout`` seconds: follow an experiment without polling."""
+        """Answers once the experiment's state is other than ``status``, or after ``timeout``
+        seconds: a client sees the end of an experiment at once without polling."""
         if engine is None:
-            return {"version": 0, "status": status_override or store.experiment()["status"]}
-        version = await engine.wait_change(since, timeout)
-        return {"version": version, "status": engine.status}
+            return {"status": status_override or store.experiment()["status"]}
+        return {"status": await engine.wait_status(status, timeout)}
 
     @app.get(f"{API}/check-status", dependencies=[Depends(read_access)])
     def check_status() -> dict[str, Any]:
