@@ -22,6 +22,7 @@ from tunelab.cli._common import (
 )
 from tunelab.client import (
     ExperimentClient,
+    PendingManager,
     by_port,
     config_differences,
     create_experiment,
@@ -62,13 +63,14 @@ def _started(client: ExperimentClient, verb: str, foreground: bool) -> None:
 @click.option("--debug", "-d", is_flag=True, help="Log at debug level (log/manager.log).")
 def create(config_file: str, port: int | None, foreground: bool, debug: bool) -> None:
     """Create an experiment from a config file and start it."""
-    config = load_config_file(config_file)
-    if config.v1_converted:
-        warn(
-            "note: this is an NNI v1 config; it was converted. The v2 form is:\n"
-            + config.v2_yaml()
-        )
-    client = create_experiment(runnable_config(config, debug=debug), port)
+    with PendingManager() as pending:  # its start-up overlaps the checks below
+        config = load_config_file(config_file)
+        if config.v1_converted:
+            warn(
+                "note: this is an NNI v1 config; it was converted. The v2 form is:\n"
+                + config.v2_yaml()
+            )
+        client = create_experiment(runnable_config(config, debug=debug), port, pending)
     _started(client, "started", foreground)
     if foreground:
         sys.exit(follow(client))
@@ -181,6 +183,19 @@ def _progress_line(view: dict[str, Any]) -> str:
     return line
 
 
+_REFRESH_SECONDS = 0.5
+
+
+def _wait_for_news(client: ExperimentClient, view: dict[str, Any]) -> None:
+    """Wait until the progress line is due again (every half second), or less when the
+    experiment's state changes: the manager answers that at once, so the end is seen without
+    polling, and the profile, which costs the manager more to build, is fetched at most twice
+    a second."""
+    started = time.monotonic()
+    if client.wait_status(view["status"], _REFRESH_SECONDS) is None:
+        time.sleep(max(0.0, _REFRESH_SECONDS - (time.monotonic() - started)))
+
+
 def follow(client: ExperimentClient) -> int:
     """Show progress until the experiment ends, then the best trial; stop it on Ctrl-C.
 
@@ -196,13 +211,7 @@ def follow(client: ExperimentClient) -> int:
                 last = line
             if view["status"] in FINAL:
                 break
-            if isinstance(view.get("version"), int):
-                # Wakes at once on a change, then lets changes gather for a moment, so that
-                # fast trials do not make the manager build a profile for each of them.
-                client.wait_change(view["version"], 2.0)
-                time.sleep(0.2)
-            else:
-                time.sleep(0.5)
+            _wait_for_news(client, view)
     except KeyboardInterrupt:
         err.print("stopping the experiment...")
         client.stop()
@@ -213,7 +222,7 @@ def follow(client: ExperimentClient) -> int:
         client.stop()
     for message in view.get("errors") or []:
         warn(f"error: {message}")
-    best = client.best()
+    best = view.get("best")  # the final profile holds the best trial
     if best is None:
         say(f"Experiment {client.id} {view['status']}: no trial reported a final result.")
     else:

@@ -26,6 +26,7 @@ from tunelab.client._find import (
 )
 from tunelab.client._launch import (
     DEFAULT_PORT,
+    PendingManager,
     config_differences,
     create_experiment,
     load_config_file,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_PORT",
     "ExperimentClient",
     "ManagerError",
+    "PendingManager",
     "all_experiments",
     "by_port",
     "clean_platform",

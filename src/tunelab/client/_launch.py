@@ -23,6 +23,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -132,13 +133,58 @@ def _without(config: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
 # -- starting a manager -----------------------------------------------------------------------
 
 
-def create_experiment(config_json: dict[str, Any], port: int | None = None) -> ExperimentClient:
+class PendingManager:
+    """A manager process started before its experiment exists (``--deferred``): it imports
+    what it needs while the caller checks the config, then gets its arguments on stdin.
+
+    Use as a context manager around the checks; a manager not handed to
+    :func:`create_experiment` is ended when the block exits.
+    """
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "tunelab.engine.manager", "--deferred"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def __enter__(self) -> PendingManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def take(self) -> subprocess.Popen[bytes] | None:
+        process, self.process = self.process, None
+        return process
+
+    def cancel(self) -> None:
+        process = self.take()
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+
+
+def create_experiment(
+    config_json: dict[str, Any],
+    port: int | None = None,
+    pending: PendingManager | None = None,
+) -> ExperimentClient:
     """Create and start an experiment from a config made by :func:`runnable_config`.
 
     Args:
         config_json: the canonical config, secrets included.
         port: the API's port; None means 8080 or the next free one, a number means that port
             or an error if it is busy.
+        pending: a manager started beforehand to save its start-up time (see
+            :class:`PendingManager`); None starts one now.
 
     Raises:
         UsageError: the manager refused the input (the port is busy, the config cannot run).
@@ -155,7 +201,8 @@ def create_experiment(config_json: dict[str, Any], port: int | None = None) -> E
         home.mkdir(parents=True, exist_ok=True)
         pointer.write_text(json.dumps({"directory": str(exp_dir)}), encoding="utf-8")
     try:
-        return _start(exp_dir, experiment_id, "create", port, {"config": config_json})
+        process = pending.take() if pending is not None else None
+        return _start(exp_dir, experiment_id, "create", port, {"config": config_json}, process)
     except BaseException:
         shutil.rmtree(exp_dir, ignore_errors=True)
         if pointer is not None:
@@ -203,10 +250,22 @@ def _start(
     action: str,
     port: int | None,
     payload: dict[str, Any] | None,
+    process: subprocess.Popen[bytes] | None = None,
 ) -> ExperimentClient:
     log_dir = exp_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / STARTUP_ERROR_FILE).unlink(missing_ok=True)
+    _reap()
+    if process is not None and process.poll() is None:
+        request = {
+            "expDir": str(exp_dir),
+            "id": experiment_id,
+            "port": DEFAULT_PORT if port is None else port,
+            "explicitPort": port is not None,
+            "action": action,
+            "payload": payload,
+        }
+        return _serve_with(process, json.dumps(request), exp_dir, experiment_id)
     command = [
         sys.executable,
         "-m",
@@ -222,7 +281,6 @@ def _start(
     ]
     if port is not None:
         command.append("--explicit-port")
-    _reap()
     with open(log_dir / MANAGER_OUTPUT, "ab") as output:
         process = subprocess.Popen(
             command,
@@ -231,9 +289,19 @@ def _start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return _serve_with(
+        process, None if payload is None else json.dumps(payload), exp_dir, experiment_id
+    )
+
+
+def _serve_with(
+    process: subprocess.Popen[bytes], stdin_text: str | None, exp_dir: Path, experiment_id: str
+) -> ExperimentClient:
+    """Give a manager its input and wait until it serves (or report why it could not)."""
     try:
         if process.stdin is not None:
-            process.stdin.write(json.dumps(payload).encode("utf-8"))
+            if stdin_text is not None:
+                process.stdin.write(stdin_text.encode("utf-8"))
             process.stdin.close()
         _wait_until_serving(process, exp_dir)
     except BaseException:

@@ -118,7 +118,10 @@ def bind_port(host: str, port: int, explicit: bool) -> socket.socket:
     """A listening socket on ``port``, or the next free one unless the port was explicit."""
     last = port if explicit else min(port + 100, 65535)
     for candidate in range(port, last + 1):
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # IPPROTO_TCP, not 0: asyncio turns Nagle off only on sockets that say TCP, and with
+        # Nagle on, every answer on a kept-alive connection waits 40 ms for a delayed ACK.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.bind((host, candidate))
         except OSError:
@@ -216,10 +219,14 @@ async def serve(
             status = await engine.run()
         await stopping.wait()
         # Let the answer to the stop request go out before the server closes.
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     finally:
         server.should_exit = True
-        await server_task
+        server.force_exit = True  # no waiting for idle keep-alive connections
+        # The stop's answer is out; the process ends soon after, so the server's own
+        # shutdown (it looks at should_exit ten times a second) is given little time.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(server_task), 0.05)
         await prepared.service.close()
         await engine.close()
     info.status = engine.status
@@ -269,19 +276,38 @@ def _write_info(exp_dir: Path, host: str, sock: socket.socket, token: str, statu
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tunelab.engine.manager")
-    parser.add_argument("--exp-dir", required=True, type=Path)
-    parser.add_argument("--id", required=True)
+    parser.add_argument("--exp-dir", type=Path)
+    parser.add_argument("--id")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--explicit-port", action="store_true")
     parser.add_argument("--action", choices=("create", "resume", "view"), default="create")
+    parser.add_argument(
+        "--deferred",
+        action="store_true",
+        help="read every argument from stdin as JSON; end quietly on an empty stdin",
+    )
     args = parser.parse_args(argv)
 
-    exp_dir: Path = args.exp_dir
-    given: dict[str, Any] = {}
-    if args.action != "view":
+    if args.deferred:
+        # Started before the caller has checked the config, so that this process's imports
+        # (half a second) overlap the caller's checks; an empty stdin means "not needed".
         text = sys.stdin.read()
-        given = json.loads(text) if text.strip() else {}
+        if not text.strip():
+            return 0
+        request = json.loads(text)
+        args.exp_dir, args.id = Path(request["expDir"]), request["id"]
+        args.port, args.explicit_port = request["port"], request["explicitPort"]
+        args.action, given = request["action"], request.get("payload") or {}
+        _write_output_to(args.exp_dir / "log" / "manager.out")
+    else:
+        if args.exp_dir is None or args.id is None:
+            parser.error("--exp-dir and --id are required without --deferred")
+        given = {}
+        if args.action != "view":
+            text = sys.stdin.read()
+            given = json.loads(text) if text.strip() else {}
+    exp_dir: Path = args.exp_dir
     _setup_logging(exp_dir, _log_level(exp_dir, given))
     try:
         asyncio.run(
@@ -295,6 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         logger.exception("Manager failed")
         return _startup_failed(exp_dir, f"manager failed: {error}", 1)
     return 0
+
+
+def _write_output_to(path: Path) -> None:
+    """Send this process's stdout and stderr to ``path`` (appended), as a manager started
+    with its folder known from the start has them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _log_level(exp_dir: Path, given: dict[str, Any]) -> str:
@@ -321,5 +357,15 @@ def _startup_failed(exp_dir: Path, message: str, code: int) -> int:
     return code
 
 
+def _exit(code: int) -> None:
+    """End the process at once: everything it opened is closed by now, and tearing down the
+    interpreter (numpy, scipy, the server's modules) would cost a quarter of a second that
+    whoever stopped the manager waits for."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
