@@ -47,7 +47,7 @@ class Lab:
 
     def cli(self, *args: str, timeout: float = 120) -> CliResult:
         done = subprocess.run(
-            [sys.executable, "-m", "tunelab.cli", *args],
+            [sys.executable, "-m", "tunelab", *args],
             env=self.env,
             capture_output=True,
             text=True,

@@ -242,7 +242,7 @@ def _run_tunelab(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     config = _write_config(folder, sys.executable, args)
     env = _standalone_env()
     env["TUNELAB_HOME"] = str(folder / "home")
-    tunelab = [sys.executable, "-m", "tunelab.cli"]
+    tunelab = [sys.executable, "-m", "tunelab"]  # what the installed `tunelab` runs
     command = [*tunelab, "create", "--config", str(config), "--port", str(_free_port())]
     command.append("--foreground")
     print(f"tunelab: {args.trials} trials ...", flush=True)

@@ -287,7 +287,7 @@ def test_delete_asks_on_a_terminal(lab: Lab) -> None:
         try:
             os.write(leader, text.encode())
             return subprocess.run(
-                [sys.executable, "-m", "tunelab.cli", "experiment", "delete", exp],
+                [sys.executable, "-m", "tunelab", "experiment", "delete", exp],
                 env=lab.env,
                 stdin=follower,
                 capture_output=True,

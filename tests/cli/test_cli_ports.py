@@ -102,7 +102,7 @@ def test_five_experiments_at_once_keep_to_their_own_ports_and_folders(lab: Lab) 
     # All five start at the same moment: the managers race for 8080 and the ports after it.
     starts = [
         subprocess.Popen(
-            [sys.executable, "-m", "tunelab.cli", "create", "--config", str(config)],
+            [sys.executable, "-m", "tunelab", "create", "--config", str(config)],
             env=lab.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -162,7 +162,7 @@ class FaultLab:
 
     def cli(self, *args: str, timeout: float = 120) -> CliResult:
         done = subprocess.run(
-            [sys.executable, "-m", "tunelab.cli", *args],
+            [sys.executable, "-m", "tunelab", *args],
             env=self.env,
             capture_output=True,
             timeout=timeout,

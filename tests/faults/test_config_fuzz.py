@@ -815,7 +815,7 @@ def test_malformed_configs_through_the_real_cli(
     path = case.write(root)
     env = dict(os.environ, TUNELAB_HOME=str(home))
     done = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "create", "--config", str(path)],
+        [sys.executable, "-m", "tunelab", "create", "--config", str(path)],
         env=env,
         capture_output=True,
         timeout=120,

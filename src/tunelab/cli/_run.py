@@ -63,7 +63,7 @@ def _started(client: ExperimentClient, verb: str, foreground: bool) -> None:
 @click.option("--debug", "-d", is_flag=True, help="Log at debug level (log/manager.log).")
 def create(config_file: str, port: int | None, foreground: bool, debug: bool) -> None:
     """Create an experiment from a config file and start it."""
-    with PendingManager() as pending:  # its start-up overlaps the checks below
+    with PendingManager.claim() as pending:  # its start-up overlaps the checks below
         config = load_config_file(config_file)
         if config.v1_converted:
             warn(

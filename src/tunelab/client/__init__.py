@@ -15,6 +15,7 @@ is one line naming what was wrong and how to fix it; a manager that fails is a
 :class:`ManagerError`.
 """
 
+from tunelab._pending import PendingManager
 from tunelab.client._archive import load_experiment, save_experiment
 from tunelab.client._client import API_PREFIX, ExperimentClient, ManagerError
 from tunelab.client._find import (
@@ -26,7 +27,6 @@ from tunelab.client._find import (
 )
 from tunelab.client._launch import (
     DEFAULT_PORT,
-    PendingManager,
     config_differences,
     create_experiment,
     load_config_file,

@@ -23,7 +23,6 @@ Decisions:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunelab._pending import PendingManager
 from tunelab.client._client import ExperimentClient, ManagerError
 from tunelab.errors import UsageError
 from tunelab.store import new_experiment_id, read_manager_info, tunelab_home
@@ -131,45 +131,6 @@ def _without(config: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
 
 
 # -- starting a manager -----------------------------------------------------------------------
-
-
-class PendingManager:
-    """A manager process started before its experiment exists (``--deferred``): it imports
-    what it needs while the caller checks the config, then gets its arguments on stdin.
-
-    Use as a context manager around the checks; a manager not handed to
-    :func:`create_experiment` is ended when the block exits.
-    """
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "tunelab.engine.manager", "--deferred"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    def __enter__(self) -> PendingManager:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cancel()
-
-    def take(self) -> subprocess.Popen[bytes] | None:
-        process, self.process = self.process, None
-        return process
-
-    def cancel(self) -> None:
-        process = self.take()
-        if process is None:
-            return
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
 
 
 def create_experiment(

@@ -1,0 +1,5 @@
+"""``python -m tunelab``: the ``tunelab`` command."""
+
+from tunelab._pending import main
+
+main()
