@@ -163,7 +163,7 @@ def _run_tunelab(
     command = [
         sys.executable,
         "-m",
-        "tunelab.cli",
+        "tunelab",
         "create",
         "--config",
         str(path),
@@ -179,7 +179,7 @@ def _run_tunelab(
         raise RuntimeError(f"tunelab create exited {done.returncode}:\n{done.stderr[-2000:]}")
     experiment = done.stdout.split()[1]
     listed = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "trial", "ls", experiment, "--json"],
+        [sys.executable, "-m", "tunelab", "trial", "ls", experiment, "--json"],
         env=env,
         capture_output=True,
         text=True,
