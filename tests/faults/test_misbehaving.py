@@ -78,6 +78,16 @@ elif case == "children-ok":
 elif case == "children-fail":
     leave_children()
     sys.exit(1)
+elif case == "huge":
+    tunelab.report_intermediate_result({"default": -10**400})
+    tunelab.report_final_result(10**400)
+elif case == "raw-huge":
+    # Lines as a trial might write them by hand: an int beyond every float, a time of 1e400.
+    with open(folder / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+        metrics.write('{"seq": 0, "type": "FINAL", "value": 1%s, "time": 1e400}\n' % ("0" * 400))
+elif case == "fail-after-final":
+    tunelab.report_final_result(0.99)
+    sys.exit(3)
 """
 
 CASES = [
@@ -92,6 +102,9 @@ CASES = [
     "not-utf8",
     "children-ok",
     "children-fail",
+    "huge",
+    "raw-huge",
+    "fail-after-final",
 ]
 
 # Each case: its state, and its reason (a prefix, for the one whose words depend on the limit).
@@ -107,6 +120,9 @@ EXPECTED = {
     "not-utf8": ("SUCCEEDED", "exit code 0"),
     "children-ok": ("SUCCEEDED", "exit code 0"),
     "children-fail": ("FAILED", "exit code 1"),
+    "huge": ("SUCCEEDED", "exit code 0"),
+    "raw-huge": ("SUCCEEDED", "exit code 0"),
+    "fail-after-final": ("FAILED", "exit code 3"),
 }
 
 
@@ -149,7 +165,18 @@ def test_misbehaving_trials_end_honestly_and_the_experiment_goes_on(faults: Faul
     trial = _trial(done, "no-final")
     assert trial.final is None and trial.final_default is None
     view = experiment.api("GET", "/experiment").json()
+    # Best: neither the failed trial's higher result nor the infinite ones.
     assert (view["best"]["parameters"], view["best"]["default"]) == ({"case": "ok"}, 0.5)
+    assert view["best"]["latestIntermediate"] == {"value": 0.4, "step": 0}
+    assert view["best"]["intermediateCount"] == 1
+    assert _trial(done, "fail-after-final").final == 0.99
+    # Integers beyond a float's range count as infinite; the experiment never noticed.
+    assert _trial(done, "huge").final_default == float("inf")
+    assert _trial(done, "raw-huge").final_default == float("inf")
+    assert [m.default for m in done.metrics_of(_trial(done, "huge").sequence)] == [
+        float("-inf"),
+        float("inf"),
+    ]
     shown = experiment.api("GET", f"/trials/{trial.trial_id}").json()
     assert shown["latestIntermediate"] == {"value": 0.99, "step": 2}
 

@@ -505,3 +505,15 @@ def test_nni_platform_without_a_folder_is_a_clear_error(
 
     with pytest.raises(RuntimeError, match=r"NNI_PLATFORM is set to 'local' but no trial folder"):
         tunelab.get_next_parameter()
+
+
+def test_an_int_beyond_every_float_is_reported_as_infinite() -> None:
+    from tunelab.trial._metric import normalize_metric
+
+    assert normalize_metric(10**400, "report_final_result") == float("inf")
+    assert normalize_metric(-(10**400), "report_final_result") == float("-inf")
+    assert normalize_metric({"default": 10**400, "n": 3}, "report_final_result") == {
+        "default": float("inf"),
+        "n": 3,
+    }
+    assert normalize_metric(10**300, "report_final_result") == 10**300  # a float can hold it

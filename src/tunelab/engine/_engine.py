@@ -264,13 +264,16 @@ class Engine:
             )
             if value is not None
         }
+        if space is not None:
+            # The tuner first: a custom tuner that refuses the space (a ConfigError) leaves the
+            # stored experiment as it was. Should the manager die before the store is written,
+            # the resumed tuner is rebuilt from the stored, earlier space.
+            await self._call_tuner(self.tuner.update_search_space, space)
+            self._tuner_exhausted = False
         with self.store.transaction():
             self.store.update_experiment(config=config)
             self.store.add_event("experiment_updated", changes)
 
-        if space is not None:
-            await self._call_tuner(self.tuner.update_search_space, space)
-            self._tuner_exhausted = False
         if concurrency is not None:
             self.settings.concurrency = concurrency
         if max_trials is not None:
@@ -539,6 +542,17 @@ class Engine:
         except Exception as error:  # handed to the loop, which ends the experiment in ERROR
             logger.exception("Trial %s: bookkeeping failed", live.record.trial_id)
             self._pending_error = self._pending_error or error
+            # The trial must not stay RUNNING: its process is ended (if it still runs) and
+            # its end is written with the reason.
+            if not live.frozen and live.record.status in st.ACTIVE_TRIAL_STATES:
+                with contextlib.suppress(Exception):
+                    await self.service.cancel(live.handle)
+                with contextlib.suppress(Exception):
+                    self._write_end(
+                        live.record,
+                        st.FAILED,
+                        f"tunelab could not record its end ({type(error).__name__}: {error})",
+                    )
         finally:
             self._live.pop(live.record.sequence, None)
             self._wake.set()
@@ -645,7 +659,7 @@ class Engine:
                     step,
                     value,
                     default,
-                    float(line.get("time") or time.time()),
+                    _line_time(line),
                     max(record.attempts, 1),
                 )
             )
@@ -888,3 +902,13 @@ class Engine:
 def _source(source: str) -> str:
     """The parameter source a trial sees, in NNI's words."""
     return "algorithm" if source == "algorithm" else "customized"
+
+
+def _line_time(line: dict[str, Any]) -> float:
+    """When a metric line was written: its own ``time`` if that is a usable number, else now."""
+    written = line.get("time")
+    if isinstance(written, (int, float)) and not isinstance(written, bool):
+        with contextlib.suppress(OverflowError):
+            if math.isfinite(float(written)):
+                return float(written)
+    return time.time()

@@ -43,7 +43,10 @@ def default_value(metric: Any) -> float | None:
         metric = metric.get("default")
     if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
         return None
-    return float(metric)
+    try:
+        return float(metric)
+    except OverflowError:  # an int beyond a float's range: as large as a float can say
+        return math.inf if metric > 0 else -math.inf  # type: ignore[operator]  # an int
 
 
 def is_better(value: float | None, than: float | None, mode: str) -> bool:

@@ -27,9 +27,13 @@ __all__ = [
 
 
 def best_trial(trials: list[TrialRecord], mode: str) -> TrialRecord | None:
-    """The trial with the best finite final default metric (NaN and infinities never win)."""
+    """The succeeded trial with the best finite final default metric (NaN and infinities never
+    win; nor does a trial that reported a result and then failed or was stopped, as in NNI's
+    portal, though its result did reach the tuner)."""
     best: TrialRecord | None = None
     for trial in trials:
+        if trial.status != st.SUCCEEDED:
+            continue
         if st.is_better(trial.final_default, None if best is None else best.final_default, mode):
             best = trial
     return best
@@ -104,7 +108,9 @@ def experiment_view(
         "maxExperimentDuration": config.get("maxExperimentDuration"),
         "trialCount": sum(counts.values()),
         "trialCounts": counts,
-        "best": None if best is None else trial_view(best),
+        "best": None
+        if best is None
+        else trial_view(best, store.latest_intermediates(best.sequence).get(best.sequence)),
         "config": config,
     }
     return encode_json_value(view)  # type: ignore[no-any-return]

@@ -343,15 +343,17 @@ class ExperimentStore:
             for s, line, t, step, v, d, tm, a in self._db.execute(query, args)
         ]
 
-    def latest_intermediates(self) -> dict[int, tuple[Any, int, int]]:
-        """For each trial: the latest intermediate value of its latest attempt, that value's
-        step, and how many that attempt reported."""
+    def latest_intermediates(self, sequence: int | None = None) -> dict[int, tuple[Any, int, int]]:
+        """For each trial (or the one numbered ``sequence``): the latest intermediate value of
+        its latest attempt, that value's step, and how many that attempt reported."""
+        only = "" if sequence is None else " AND i.sequence = ?"
         rows = self._db.execute(
             "SELECT m.sequence, m.value, m.step, x.n FROM metrics m JOIN ("
             " SELECT i.sequence, MAX(i.line) AS last, COUNT(*) AS n FROM metrics i"
             " JOIN trials t ON t.sequence = i.sequence AND i.attempt = t.attempts"
-            " WHERE i.type = 'INTERMEDIATE' GROUP BY i.sequence"
-            ") x ON m.sequence = x.sequence AND m.line = x.last"
+            f" WHERE i.type = 'INTERMEDIATE'{only} GROUP BY i.sequence"
+            ") x ON m.sequence = x.sequence AND m.line = x.last",
+            () if sequence is None else (sequence,),
         )
         return {seq: (json.loads(value), step, n) for seq, value, step, n in rows}
 

@@ -12,7 +12,9 @@ value in the experiment.
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 from typing import Any
 
 __all__ = ["normalize_metric"]
@@ -68,7 +70,10 @@ def _as_number(value: object) -> float | int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Integral):
-        return int(value)
+        number = int(value)
+        if abs(number) > sys.float_info.max:  # beyond every float: the tuner sees infinity
+            return math.inf if number > 0 else -math.inf
+        return number
     if isinstance(value, numbers.Real):
         return float(value)
 
