@@ -3,13 +3,14 @@ Medianstop assessor, through the real CLI and real trial processes."""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Lab
+from tests.conftest import Lab, gated_trial
 from tunelab.assessors import MedianstopAssessor, create_assessor
 from tunelab.errors import ConfigError
 
@@ -114,6 +115,56 @@ def test_a_custom_tuner_refusing_its_arguments_is_a_config_error(lab: Lab) -> No
 
     assert result.code == 2
     assert "tuner.classArgs: CountingTuner(stride) failed: TypeError" in result.stderr
+
+
+PICKY_TUNER = """
+from nni.tuner import Tuner
+
+
+class PickyTuner(Tuner):
+    def update_search_space(self, search_space):
+        if "forbidden" in search_space:
+            raise ValueError("no parameter may be called forbidden")
+        self.space = search_space
+
+    def generate_parameters(self, parameter_id, **kwargs):
+        return {"x": 0.5}
+
+    def receive_trial_result(self, parameter_id, parameters, value, **kwargs):
+        pass
+"""
+
+
+def test_a_custom_tuner_refusing_the_space_is_a_config_error_and_an_update_is_refused(
+    lab: Lab,
+) -> None:
+    tuners = lab.root / "tuners"
+    tuners.mkdir()
+    (tuners / "picky.py").write_text(PICKY_TUNER, encoding="utf-8")
+    tuner = {"className": "picky.PickyTuner", "codeDirectory": str(tuners)}
+    forbidden = {**SPACE, "forbidden": {"_type": "choice", "_value": [1, 2]}}
+
+    refused = lab.cli("config", "check", str(lab.write(forbidden, REPORT_X, tuner=tuner)))
+    assert refused.code == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "searchSpace: the tuner PickyTuner refused it in update_search_space" in refused.stderr
+    assert "ValueError: no parameter may be called forbidden" in refused.stderr
+
+    gate = lab.root / "gate"
+    config = lab.write(SPACE, gated_trial(gate), name="ok", maxTrialNumber=2, tuner=tuner)
+    started = lab.cli("create", "--config", str(config))
+    assert started.code == 0, started.stderr
+    exp = started.stdout.split()[1]
+    new_space = lab.root / "forbidden.json"
+    new_space.write_text(json.dumps(forbidden), encoding="utf-8")
+    update = lab.cli("update", "searchspace", exp, "--filename", str(new_space))
+    assert update.code == 2, update.stderr
+    assert "refused it in update_search_space" in update.stderr
+    assert "Traceback" not in update.stderr
+    # Nothing of the refused space was kept; the experiment goes on.
+    assert lab.client(exp).experiment()["config"]["searchSpace"] == SPACE
+    gate.touch()
+    assert lab.cli("stop", exp).code == 0
 
 
 def test_algo_register_list_show_use_and_unregister(lab: Lab) -> None:

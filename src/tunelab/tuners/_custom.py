@@ -152,8 +152,22 @@ class NniTunerAdapter(Tuner):
         self._foreign: set[int] = set()
 
     def update_search_space(self, space: SearchSpace) -> None:
+        """Raises:
+        ConfigError: the tuner refused the space (its own exception, in one line)."""
         super().update_search_space(space)
-        self.instance.update_search_space(copy.deepcopy(dict(space.raw)))
+        try:
+            self.instance.update_search_space(copy.deepcopy(dict(space.raw)))
+        except Exception as error:  # user code
+            raise ConfigError(
+                Issue(
+                    "searchSpace",
+                    f"the tuner {self.name} refused it in update_search_space: "
+                    f"{type(error).__name__}: {error}",
+                    None,
+                    "change the search space, or the tuner, so that it takes the space",
+                    show_value=False,
+                )
+            ) from None
 
     def suggest(self, trial: int) -> dict[str, Any]:
         try:
