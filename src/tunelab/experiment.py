@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ from tunelab.client import (
     runnable_config,
     view_experiment,
 )
+from tunelab.client._signals import Signalled, signals_raise
 from tunelab.errors import ConfigError, Issue, SearchSpaceError, UsageError
 from tunelab.store import decode_json_value
 
@@ -210,13 +212,21 @@ class Experiment:
         self._stop_at_exit = False
 
     def _wait_then_stop(self) -> bool | None:
+        signalled: Signalled | None = None
         try:
-            result: bool | None = self._wait_completion()
+            with signals_raise():
+                result: bool | None = self._wait_completion()
         except KeyboardInterrupt:
             logger.warning("Experiment %s: Ctrl-C, stopping it", self.id)
             result = None
+        except Signalled as received:
+            logger.warning("Experiment %s: %s, stopping it", self.id, received)
+            signalled, result = received, None
         finally:
             self.stop()
+        if signalled is not None:
+            # Stopped; now end as the signal asked (its default handler is back by now).
+            os.kill(os.getpid(), signalled.signum)
         return result
 
     def _wait_completion(self) -> bool:

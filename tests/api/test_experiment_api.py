@@ -264,6 +264,39 @@ def test_ctrl_c_during_run_stops_the_experiment(lab: Lab) -> None:
     assert not lab.client(exp).running
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_during_run_stops_the_experiment_then_ends(
+    lab: Lab, signum: int
+) -> None:
+    """``timeout``, a job scheduler or a closed terminal end a run: its experiment ends too."""
+    gate = lab.root / "gate"
+    config = lab.write(SPACE, gated_trial(gate), maxTrialNumber=2)
+    script = _script(
+        lab,
+        f"""
+        from tunelab import Experiment
+        from tunelab.config import load_config
+        experiment = Experiment(load_config({str(config)!r}))
+        experiment.run()
+        print("not reached", flush=True)
+        """,
+    )
+    deadline = time.monotonic() + 120
+    while not lab.home.exists() or not any(lab.home.glob("*/trials/*/trial.stdout")):
+        assert time.monotonic() < deadline and script.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # start() has returned; run() waits
+    script.send_signal(signum)
+    stdout, stderr = script.communicate(timeout=120)
+    assert script.returncode == -signum, stderr  # ended by the signal, after the stop
+    assert "not reached" not in stdout
+    [exp] = [p.name for p in lab.home.iterdir() if (p / "experiment.db").exists()]
+    client = lab.client(exp)
+    assert not client.running
+    assert client.experiment()["status"] == "STOPPED"
+    assert {t["status"] for t in client.trials()} == {"USER_CANCELED"}
+
+
 def test_experiment_is_a_lazy_attribute_of_the_package() -> None:
     import tunelab
     import tunelab.experiment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -34,6 +35,7 @@ from tunelab.client import (
     secrets_of,
     view_experiment,
 )
+from tunelab.client._signals import Signalled, signals_raise
 from tunelab.errors import UsageError
 
 __all__ = ["create", "resume", "stop", "top", "view"]
@@ -199,24 +201,29 @@ def _wait_for_news(client: ExperimentClient, view: dict[str, Any]) -> None:
 def follow(client: ExperimentClient) -> int:
     """Show progress until the experiment ends, then the best trial; stop it on Ctrl-C.
 
-    Returns the exit code: 0 when DONE, 1 when it ended otherwise, 130 on Ctrl-C."""
+    Returns the exit code: 0 when DONE, 1 when it ended otherwise, 130 on Ctrl-C, 143 on
+    SIGTERM and 129 on SIGHUP (the experiment is stopped first)."""
     last = ""
     view: dict[str, Any] = {}
     try:
-        while True:
-            view = client.experiment()
-            line = _progress_line(view)
-            if line != last:
-                say(time.strftime("%H:%M:%S ") + line)
-                last = line
-            if view["status"] in FINAL:
-                break
-            _wait_for_news(client, view)
-    except KeyboardInterrupt:
-        err.print("stopping the experiment...")
+        with signals_raise():  # SIGTERM and SIGHUP stop the experiment, as Ctrl-C does
+            while True:
+                view = client.experiment()
+                line = _progress_line(view)
+                if line != last:
+                    say(time.strftime("%H:%M:%S ") + line)
+                    last = line
+                if view["status"] in FINAL:
+                    break
+                _wait_for_news(client, view)
+    except (KeyboardInterrupt, Signalled) as interrupted:
+        # After SIGHUP the terminal may be gone: what cannot be printed is not waited for.
+        with contextlib.suppress(OSError):
+            err.print("stopping the experiment...")
         client.stop()
-        err.print(f"Experiment {client.id} stopped.")
-        return 130
+        with contextlib.suppress(OSError):
+            err.print(f"Experiment {client.id} stopped.")
+        return interrupted.exit_code if isinstance(interrupted, Signalled) else 130
     client.refresh()
     if client.running:
         client.stop()
