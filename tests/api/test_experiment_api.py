@@ -238,8 +238,10 @@ def test_an_experiment_started_in_python_is_stopped_at_interpreter_exit(lab: Lab
     assert {t["status"] for t in client.trials()} == {"USER_CANCELED"}
 
 
-def test_ctrl_c_during_run_stops_the_experiment(lab: Lab) -> None:
-    gate = lab.root / "gate"
+def _signal_a_running_run(lab: Lab, signum: int) -> tuple[subprocess.Popen[str], str, str]:
+    """A script in ``Experiment.run()`` with its trials running, sent ``signum``; returns the
+    script (ended) and its stdout and stderr."""
+    gate = lab.root / "gate"  # never opened: the trials wait until they are stopped
     config = lab.write(SPACE, gated_trial(gate), maxTrialNumber=2)
     script = _script(
         lab,
@@ -256,8 +258,13 @@ def test_ctrl_c_during_run_stops_the_experiment(lab: Lab) -> None:
         assert time.monotonic() < deadline and script.poll() is None
         time.sleep(0.05)
     time.sleep(1.0)  # start() has returned; run() waits
-    script.send_signal(signal.SIGINT)
+    script.send_signal(signum)
     stdout, stderr = script.communicate(timeout=120)
+    return script, stdout, stderr
+
+
+def test_ctrl_c_during_run_stops_the_experiment(lab: Lab) -> None:
+    script, stdout, stderr = _signal_a_running_run(lab, signal.SIGINT)
     assert script.returncode == 0, stderr
     word, result, exp, status = stdout.split()
     assert (word, result, status) == ("result", "None", "STOPPED")
@@ -269,27 +276,9 @@ def test_sigterm_or_sighup_during_run_stops_the_experiment_then_ends(
     lab: Lab, signum: int
 ) -> None:
     """``timeout``, a job scheduler or a closed terminal end a run: its experiment ends too."""
-    gate = lab.root / "gate"
-    config = lab.write(SPACE, gated_trial(gate), maxTrialNumber=2)
-    script = _script(
-        lab,
-        f"""
-        from tunelab import Experiment
-        from tunelab.config import load_config
-        experiment = Experiment(load_config({str(config)!r}))
-        experiment.run()
-        print("not reached", flush=True)
-        """,
-    )
-    deadline = time.monotonic() + 120
-    while not lab.home.exists() or not any(lab.home.glob("*/trials/*/trial.stdout")):
-        assert time.monotonic() < deadline and script.poll() is None
-        time.sleep(0.05)
-    time.sleep(1.0)  # start() has returned; run() waits
-    script.send_signal(signum)
-    stdout, stderr = script.communicate(timeout=120)
+    script, stdout, stderr = _signal_a_running_run(lab, signum)
     assert script.returncode == -signum, stderr  # ended by the signal, after the stop
-    assert "not reached" not in stdout
+    assert "result" not in stdout  # run() did not return
     [exp] = [p.name for p in lab.home.iterdir() if (p / "experiment.db").exists()]
     client = lab.client(exp)
     assert not client.running
