@@ -37,6 +37,16 @@ def warn(text: str) -> None:
     err.print(text, markup=False)
 
 
+def note_v1_conversion(config: Any) -> None:
+    """For an NNI v1 config, show its v2 form (on stderr). Called once the config has been
+    found valid, so that a refused one gets its one-line error only."""
+    if config.v1_converted:
+        warn(
+            "note: this is an NNI v1 config; it was converted. The v2 form is:\n"
+            + config.v2_yaml()
+        )
+
+
 def print_json(value: Any) -> None:
     out.print_json(json.dumps(value))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import yaml
 
-from tunelab.cli._common import say, target, warn
+from tunelab.cli._common import note_v1_conversion, say, target
 from tunelab.client import clean_platform, live_experiments, load_config_file, runnable_config
 from tunelab.errors import UsageError
 
@@ -30,12 +30,8 @@ def config_show(experiment_id: str | None) -> None:
 def config_check(config_file: str) -> None:
     """Validate a config and its search space; start nothing."""
     config = load_config_file(config_file)
-    if config.v1_converted:
-        warn(
-            "note: this is an NNI v1 config; it was converted. The v2 form is:\n"
-            + config.v2_yaml()
-        )
     config_json = runnable_config(config)
+    note_v1_conversion(config)
     space = config_json.get("searchSpace") or {}
     say(
         f"{config_file}: valid ({len(space)} parameter{'s' if len(space) != 1 else ''}, "

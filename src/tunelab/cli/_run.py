@@ -15,6 +15,7 @@ from rich.table import Table
 from tunelab.cli._common import (
     err,
     metric_text,
+    note_v1_conversion,
     out,
     say,
     seconds_text,
@@ -67,12 +68,9 @@ def create(config_file: str, port: int | None, foreground: bool, debug: bool) ->
     """Create an experiment from a config file and start it."""
     with PendingManager.claim() as pending:  # its start-up overlaps the checks below
         config = load_config_file(config_file)
-        if config.v1_converted:
-            warn(
-                "note: this is an NNI v1 config; it was converted. The v2 form is:\n"
-                + config.v2_yaml()
-            )
-        client = create_experiment(runnable_config(config, debug=debug), port, pending)
+        runnable = runnable_config(config, debug=debug)
+        note_v1_conversion(config)
+        client = create_experiment(runnable, port, pending)
     _started(client, "started", foreground)
     if foreground:
         sys.exit(follow(client))
