@@ -128,7 +128,9 @@ def test_import_refuses_what_is_not_results(lab: Lab) -> None:
     exp = lab.start(lab.write(SPACE, gated_trial(gate), maxTrialNumber=1))
     bad = lab.root / "bad.json"
     bad.write_text("[{")
-    assert "not valid JSON" in _error(lab.tl("experiment", "import", exp, "-f", str(bad)))
+    assert "bad.json:1: JSON syntax error" in _error(
+        lab.tl("experiment", "import", exp, "-f", str(bad))
+    )
     bad.write_text(json.dumps([{"value": 1.0}]))
     assert "import item 0" in _error(lab.tl("experiment", "import", exp, "-f", str(bad)))
     bad.write_text(json.dumps([{"parameter": {"x": 0.5}, "value": "high"}]))

@@ -165,8 +165,9 @@ def test_updates_take_effect_and_bad_values_are_refused(lab: Lab) -> None:
     assert result.stdout.strip() == f"Experiment {exp}: trialConcurrency is now 3."
     lab.wait_running(exp, 3)
     assert lab.tl("update", "trialnum", exp, "-v", "5").code == 0
+    # The file is read as create reads a searchSpaceFile: JSON, or else YAML (NNI's rule).
     new_space = lab.root / "new_space.json"
-    new_space.write_text(json.dumps({"x": {"_type": "choice", "_value": [7, 8]}}))
+    new_space.write_text('{"x": {"_type": "choice", "_value": [7, 8]},}')  # a trailing comma
     assert lab.tl("update", "searchspace", exp, "--filename", str(new_space)).code == 0
     profile = lab.client(exp).experiment()
     assert profile["trialConcurrency"] == 3 and profile["maxTrialNumber"] == 5
@@ -180,7 +181,10 @@ def test_updates_take_effect_and_bad_values_are_refused(lab: Lab) -> None:
         (["update", "trialnum", exp, "-v", "-2"], ["maxTrialNumber"]),
         (["update", "duration", exp, "-v", "10x"], ["maxExperimentDuration", "'x'"]),
         (["update", "searchspace", exp, "-f", str(bad_space)], ["lr", "0 < low"]),
-        (["update", "searchspace", exp, "-f", str(lab.root / "none.json")], ["none.json"]),
+        (
+            ["update", "searchspace", exp, "-f", str(lab.root / "none.json")],
+            ["none.json", "not found"],
+        ),
     ):
         line = _one_error_line(lab.tl(*command))
         for word in words:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from tunelab.client import ExperimentClient, resolve, the_running_one
+from tunelab.errors import UsageError
 
 __all__ = [
     "err",
@@ -35,6 +37,17 @@ def say(text: str) -> None:
 def warn(text: str) -> None:
     """A line on stderr, printed as it is."""
     err.print(text, markup=False)
+
+
+def read_data_file(filename: str) -> Any:
+    """A JSON file, or YAML (NNI's rule for search-space files), read as ``create`` reads a
+    searchSpaceFile: a missing, unreadable or malformed file is a one-line UsageError."""
+    from tunelab.config._files import FileProblem, read_structured
+
+    try:
+        return read_structured(Path(filename), json_first=True)
+    except FileProblem as problem:
+        raise UsageError(str(problem.issue())) from None
 
 
 def note_v1_conversion(config: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from tunelab.cli._common import out, print_json, say, target, time_text, warn
+from tunelab.cli._common import out, print_json, read_data_file, say, target, time_text, warn
 from tunelab.client import (
     all_experiments,
     delete_experiment,
@@ -183,10 +182,7 @@ def experiment_import(experiment_id: str | None, filename: str) -> None:
     """Feed earlier results to a running experiment's tuner (NNI's JSON list of
     {parameter, value}, or a tunelab JSON export). They are not trials; the tuner learns
     from them and does not try their points again."""
-    try:
-        data = json.loads(Path(filename).read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise UsageError(f"{filename}: not valid JSON ({error})") from None
+    data = read_data_file(filename)
     records = import_records(data, filename)
     client = target(experiment_id)
     count = client.import_data(records)

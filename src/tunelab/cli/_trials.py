@@ -4,13 +4,12 @@ duration, trialnum): looking at trials and changing a running experiment."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from tunelab.cli._common import metric_text, out, print_json, say, target
+from tunelab.cli._common import metric_text, out, print_json, read_data_file, say, target
 from tunelab.errors import UsageError
 
 __all__ = ["trial", "update"]
@@ -113,10 +112,7 @@ def _apply(experiment_id: str | None, field: str, value: Any, shown: str) -> Non
 )
 def update_searchspace(experiment_id: str | None, filename: str) -> None:
     """Replace the search space; new trials come from it, running ones go on."""
-    try:
-        space = json.loads(Path(filename).read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise UsageError(f"{filename}: not valid JSON ({error})") from None
+    space = read_data_file(filename)
     if not isinstance(space, dict):
         raise UsageError(f"{filename}: a search space is a JSON object of parameters")
     _apply(experiment_id, "searchSpace", space, f"the one in {filename}")
