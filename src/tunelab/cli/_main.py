@@ -59,9 +59,21 @@ def main(argv: list[str] | None = None) -> None:
         warn(f"tunelab: an experiment's store could not be read ({_one_line(str(error))})")
         sys.exit(1)
     except OSError as error:
-        warn(f"tunelab: {_one_line(str(error))}")
+        warn(f"tunelab: {_os_error_text(error)}")
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _os_error_text(error: OSError) -> str:
+    """``/a/b: no such file or directory; check the path`` rather than ``[Errno 2] ...``."""
+    if error.filename is None or not error.strerror:
+        return _one_line(str(error))
+    text = f"{error.filename}: {error.strerror[0].lower()}{error.strerror[1:]}"
+    if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+        text += "; check the path (and that every folder on it exists and is a folder)"
+    elif isinstance(error, PermissionError):
+        text += "; check who may write there"
+    return _one_line(text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
