@@ -275,7 +275,9 @@ tunelab.report_final_result(values[tunelab.get_sequence_id()])
     trials = sorted(lab.trials(exp), key=lambda t: t["sequence"])
     states = [t["status"] for t in trials]
     assert states == ["SUCCEEDED", "SUCCEEDED", "FAILED", "SUCCEEDED", "FAILED", "SUCCEEDED"]
-    assert trials[2]["reason"] == "exit code 1"
+    # The reason says why: the trial's own error, the last line of its traceback.
+    assert trials[2]["reason"].startswith("exit code 1: TypeError: report_final_result: ")
+    assert "(got 'nan', a str)" in trials[2]["reason"]
     assert lab.status(exp)["best"]["default"] == 0.8
     stderr = (lab.home / exp / "trials" / trials[2]["id"] / "trial.stderr").read_text()
     assert "report_final_result" in stderr

@@ -36,6 +36,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -537,6 +538,11 @@ class Engine:
             exit_info = await self.service.wait(live.handle)
             await self._collect_metrics(live)
             state, reason = live.end_state or self._state_from_exit(exit_info)
+            if live.end_state is None and state == st.FAILED and exit_info.message is None:
+                # "exit code 1: TypeError: report_final_result: ..." says what went wrong.
+                error = _python_error(live.handle.spec.trial_dir / STDERR_FILE)
+                if error is not None and exit_info.signal is None:
+                    reason = f"{reason}: {error}"
             self._finish_trial(live, state, reason, exit_info.exit_code)
             await self._tell_tuner_end(live, state)
         except Exception as error:  # handed to the loop, which ends the experiment in ERROR
@@ -912,3 +918,26 @@ def _line_time(line: dict[str, Any]) -> float:
             if math.isfinite(float(written)):
                 return float(written)
     return time.time()
+
+
+STDERR_FILE = "trial.stderr"  # in the trial folder, by the service contract (rule 5)
+_PYTHON_ERROR = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(: .*)?")
+_ERROR_TAIL_BYTES = 8192
+_ERROR_MAX_CHARS = 300
+
+
+def _python_error(stderr: Path) -> str | None:
+    """The exception a Python trial ended with (the last line of its traceback), if the last
+    line of its stderr is one."""
+    try:
+        with open(stderr, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - _ERROR_TAIL_BYTES))
+            tail = file.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines or not _PYTHON_ERROR.fullmatch(lines[-1]):
+        return None
+    line = lines[-1]
+    return line if len(line) <= _ERROR_MAX_CHARS else line[: _ERROR_MAX_CHARS - 3] + "..."
