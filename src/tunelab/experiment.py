@@ -316,6 +316,11 @@ class Experiment:
     def connect(cls, port: int) -> Experiment:
         """The experiment of this machine whose manager listens on ``port``. It is not stopped
         when this interpreter exits."""
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise UsageError(
+                f"connect takes the port of a running experiment's manager, an int (got "
+                f"{port!r}); for an experiment id use Experiment.view(id) or Experiment.resume(id)"
+            )
         return cls._existing(by_port(port))
 
     # -- reads ---------------------------------------------------------------------------

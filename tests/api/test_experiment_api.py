@@ -305,3 +305,12 @@ def test_a_config_object_and_a_file_give_the_same_experiment(lab: Lab) -> None:
     assert lab.wait_status(experiment.id, ["DONE"])["trialCount"] == 1
     experiment.stop()
     assert not lab.client(experiment.id).running
+
+
+def test_connect_takes_a_port_and_says_so_for_an_id(lab: Lab) -> None:
+    from tunelab import Experiment
+
+    with pytest.raises(UsageError, match=r"port of a running experiment's manager.*'abc'"):
+        Experiment.connect("abc")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="no experiment of this machine listens on port 1"):
+        Experiment.connect(1)
