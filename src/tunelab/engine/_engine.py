@@ -47,6 +47,7 @@ from tunelab.assessors import Assessor, assessor_name
 from tunelab.engine import _states as st
 from tunelab.errors import NoMoreTrials, UsageError
 from tunelab.services import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
+from tunelab.services._base import STDERR_FILE
 from tunelab.space import SearchSpace
 from tunelab.store import ExperimentStore, MetricRecord, TrialRecord, new_trial_id
 from tunelab.trial import METRICS_FILE, read_metrics
@@ -538,10 +539,15 @@ class Engine:
             exit_info = await self.service.wait(live.handle)
             await self._collect_metrics(live)
             state, reason = live.end_state or self._state_from_exit(exit_info)
-            if live.end_state is None and state == st.FAILED and exit_info.message is None:
+            if (
+                live.end_state is None
+                and exit_info.exit_code not in (None, 0)
+                and exit_info.signal is None
+                and exit_info.message is None
+            ):
                 # "exit code 1: TypeError: report_final_result: ..." says what went wrong.
                 error = _python_error(live.handle.spec.trial_dir / STDERR_FILE)
-                if error is not None and exit_info.signal is None:
+                if error is not None:
                     reason = f"{reason}: {error}"
             self._finish_trial(live, state, reason, exit_info.exit_code)
             await self._tell_tuner_end(live, state)
@@ -920,7 +926,6 @@ def _line_time(line: dict[str, Any]) -> float:
     return time.time()
 
 
-STDERR_FILE = "trial.stderr"  # in the trial folder, by the service contract (rule 5)
 _PYTHON_ERROR = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(: .*)?")
 _ERROR_TAIL_BYTES = 8192
 _ERROR_MAX_CHARS = 300

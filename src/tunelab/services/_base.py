@@ -49,6 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The trial's output files in ``spec.trial_dir`` (rule 5): every service leaves them there.
+STDOUT_FILE = "trial.stdout"
+STDERR_FILE = "trial.stderr"
+
 __all__ = ["Placement", "TrainingService", "TrialExit", "TrialHandle", "TrialSpec"]
 
 

@@ -35,7 +35,15 @@ from typing import Any
 import psutil
 
 from tunelab.compat import nni_path
-from tunelab.services._base import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
+from tunelab.services._base import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    Placement,
+    TrainingService,
+    TrialExit,
+    TrialHandle,
+    TrialSpec,
+)
 from tunelab.services._gpu import GpuProbe, GpuScheduler, nvml_probe
 from tunelab.trial import ENV_TRIAL_DIR, METRICS_FILE, read_metrics, trial_env, write_parameters
 
@@ -43,8 +51,6 @@ __all__ = ["LocalTrainingService", "kill_tree"]
 
 PID_FILE = ".pid"
 EXIT_CODE_FILE = ".exitcode"
-STDOUT_FILE = "trial.stdout"
-STDERR_FILE = "trial.stderr"
 
 # $1 is the trial command, run by bash as NNI runs it; or, for a command that is only words
 # (see _plain_argv), "--argv" followed by those words, which the wrapper runs itself: one bash

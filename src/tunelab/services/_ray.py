@@ -74,7 +74,15 @@ from typing import Any
 
 from tunelab.errors import ConfigError, Issue
 from tunelab.services import _ray_supervisor
-from tunelab.services._base import Placement, TrainingService, TrialExit, TrialHandle, TrialSpec
+from tunelab.services._base import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    Placement,
+    TrainingService,
+    TrialExit,
+    TrialHandle,
+    TrialSpec,
+)
 from tunelab.services._factory import fake_gpus, register_platform
 from tunelab.services._gpu import GpuProbe, GpuScheduler
 from tunelab.trial import METRICS_FILE, read_metrics, write_parameters
@@ -85,8 +93,6 @@ logger = logging.getLogger("tunelab.services.ray")
 
 NAMESPACE = "tunelab"
 IGNORE_FILES = (".gitignore", ".nniignore")
-STDOUT_FILE = "trial.stdout"
-STDERR_FILE = "trial.stderr"
 _LOCAL_FILES = {"metrics": METRICS_FILE, "stdout": STDOUT_FILE, "stderr": STDERR_FILE}
 _POLL_BYTES = 4 << 20
 # How long the cluster's view of free resources may lag behind what tasks hold (about 0.3 s
