@@ -3,6 +3,8 @@ must become the experiment's manager, or end with the command, whatever the comm
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from tests.conftest import Lab
 from tests.faults.harness import lab_processes
 
@@ -38,3 +40,10 @@ def test_a_create_that_ends_early_leaves_no_process(lab: Lab) -> None:
         assert "Traceback" not in done.stderr
         assert lab_processes(lab.home) == [], args
     assert "No experiments" in lab.cli("experiment", "list", "--all").stdout
+
+
+def test_version_answers_to_nnictls_short_flag_too(lab: Lab) -> None:
+    for flag in ("-v", "--version"):
+        done = lab.cli(flag)
+        assert done.code == 0, done.stderr
+        assert done.stdout.strip() == f"tunelab, version {version('tunelab')}"

@@ -77,7 +77,7 @@ def _os_error_text(error: OSError) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tunelab")
+@click.version_option(None, "-v", "--version", package_name="tunelab")
 def cli() -> None:
     """Run and manage tuning experiments (NNI configs and trial code run unchanged).
 
