@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import Lab, gated_trial, process_gone
@@ -257,7 +258,7 @@ def test_trial_kill_and_rerun(lab: Lab) -> None:
     assert "SUCCEEDED" in line and "only a waiting or running trial" in line
 
 
-def test_top_logs_config_and_webui(lab: Lab) -> None:
+def test_top_logs_config_and_webui(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     config, gate = _gated(lab, maxTrialNumber=1, trialConcurrency=1, experimentName="topped")
     exp = lab.start(config)
     (running,) = lab.wait_running(exp, 1)
@@ -266,6 +267,13 @@ def test_top_logs_config_and_webui(lab: Lab) -> None:
     top = lab.cli("top", "--once")
     assert top.code == 0, top.stderr
     assert exp in top.stdout and running["id"] in top.stdout and "topped" in top.stdout
+    # On a narrow screen or a pipe, a table folds a long cell (a URL, the parameters) onto
+    # more lines; it never cuts one short with an ellipsis.
+    monkeypatch.setenv("COLUMNS", "60")
+    for args in (("top", "--once"), ("experiment", "list"), ("trial", "ls", exp)):
+        shown = lab.cli(*args)
+        assert shown.code == 0 and "…" not in shown.stdout, (args, shown.stdout)
+    monkeypatch.delenv("COLUMNS")
     assert lab.tl("webui", "url", exp).stdout.strip() == url
 
     result = lab.cli("log", "trial", exp, "-T", running["id"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 import yaml
 from rich.console import Console
-from rich.table import Table
 
+from tunelab.cli._common import table
 from tunelab.errors import UsageError
 
 __all__ = ["algo"]
@@ -109,7 +109,7 @@ def list_algorithms(as_json: bool) -> None:
         keys = ("name", "algoType", "source", "className")
         out.print_json(json.dumps([dict(zip(keys, row, strict=True)) for row in rows]))
         return
-    table = Table("name", "type", "source", "class")
+    grid = table("name", "type", "source", "class")
     for row in rows:
-        table.add_row(*row)
-    out.print(table)
+        grid.add_row(*row)
+    out.print(grid)

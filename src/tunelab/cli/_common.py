@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from tunelab.client import ExperimentClient, resolve, the_running_one
 from tunelab.errors import UsageError
@@ -20,6 +21,7 @@ __all__ = [
     "out",
     "print_json",
     "say",
+    "table",
     "target",
     "time_text",
     "warn",
@@ -27,6 +29,15 @@ __all__ = [
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def table(*headers: str) -> Table:
+    """A table whose cells wrap a long word (an id, a URL, a path) onto more lines instead of
+    cutting it with an ellipsis, so that what is shown can be copied, on a terminal or not."""
+    grid = Table()
+    for header in headers:
+        grid.add_column(header, overflow="fold")
+    return grid
 
 
 def say(text: str) -> None:

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
-from tunelab.cli._common import out, print_json, read_data_file, say, target, time_text, warn
+from tunelab.cli._common import (
+    out,
+    print_json,
+    read_data_file,
+    say,
+    table,
+    target,
+    time_text,
+    warn,
+)
 from tunelab.client import (
     all_experiments,
     delete_experiment,
@@ -62,9 +70,9 @@ def experiment_list(show_all: bool, as_json: bool) -> None:
     if not rows:
         say("No experiment is running." if not show_all else "No experiments.")
         return
-    table = Table("id", "name", "status", "trials", "url", "started")
+    grid = table("id", "name", "status", "trials", "url", "started")
     for row in rows:
-        table.add_row(
+        grid.add_row(
             row["id"],
             str(row.get("name") or ""),
             row["status"],
@@ -72,7 +80,7 @@ def experiment_list(show_all: bool, as_json: bool) -> None:
             row.get("url") or "",
             time_text(row.get("startTime")),
         )
-    out.print(table)
+    out.print(grid)
 
 
 @experiment.command("show")

@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 from rich.console import Group
-from rich.table import Table
 
 from tunelab.cli._common import (
     err,
@@ -19,6 +18,7 @@ from tunelab.cli._common import (
     out,
     say,
     seconds_text,
+    table,
     target,
     warn,
 )
@@ -243,8 +243,8 @@ def follow(client: ExperimentClient) -> int:
 
 
 def _top_view() -> Group:
-    experiments = Table("id", "name", "status", "trials", "best", "used", "url", title=None)
-    trials = Table("experiment", "#", "trial", "status", "duration", "latest", "parameters")
+    experiments = table("id", "name", "status", "trials", "best", "used", "url")
+    trials = table("experiment", "#", "trial", "status", "duration", "latest", "parameters")
     live = live_experiments()
     for client in live:
         try:

@@ -7,9 +7,8 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
-from tunelab.cli._common import metric_text, out, print_json, read_data_file, say, target
+from tunelab.cli._common import metric_text, out, print_json, read_data_file, say, table, target
 from tunelab.errors import UsageError
 
 __all__ = ["trial", "update"]
@@ -45,9 +44,9 @@ def trial_ls(experiment_id: str | None, head: int | None, tail: int | None, as_j
     if as_json:
         print_json(trials)
         return
-    table = Table("#", "id", "status", "default metric", "parameters", "reason")
+    grid = table("#", "id", "status", "default metric", "parameters", "reason")
     for item in trials:
-        table.add_row(
+        grid.add_row(
             str(item["sequence"]),
             item["id"],
             item["status"],
@@ -55,7 +54,7 @@ def trial_ls(experiment_id: str | None, head: int | None, tail: int | None, as_j
             json.dumps(item["parameters"]),
             item.get("reason") or "",
         )
-    out.print(table)
+    out.print(grid)
 
 
 def ranked(trials: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
