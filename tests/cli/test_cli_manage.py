@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import Lab, gated_trial, process_gone
+from tests.faults.harness import lab_processes
 
 SPACE = {"x": {"_type": "uniform", "_value": [0, 1]}}
 
@@ -103,6 +104,34 @@ def test_resume_and_view_refuse_what_they_cannot_do(lab: Lab) -> None:
     result = lab.cli("resume", exp, "--config", str(config), "--foreground")
     assert result.code == 0, result.stderr
     assert lab.client(exp).experiment()["status"] == "DONE"
+
+
+def test_one_manager_per_experiment_whatever_the_timing(lab: Lab) -> None:
+    """Two resumes and a view of one stopped experiment started at the same moment: one
+    manager takes it, the others are refused in one line, and a stop ends it all."""
+    config, gate = _gated(lab, maxTrialNumber=3, trialConcurrency=1)
+    exp = lab.start(config)
+    lab.wait_running(exp, 1)
+    assert lab.cli("stop", exp).code == 0
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(
+            pool.map(lambda args: lab.cli(*args), [("resume", exp)] * 2 + [("view", exp)])
+        )
+    assert sorted(r.code for r in results) == [0, 2, 2], [(r.code, r.stderr) for r in results]
+    for refused in (r for r in results if r.code == 2):
+        line = _one_error_line(refused)
+        assert f"experiment {exp} is already open in another manager" in line, line
+    managers = [
+        p for p in lab_processes(lab.home) if "tunelab.engine.manager" in " ".join(p.cmdline())
+    ]
+    assert len(managers) == 1
+    assert lab.client(exp).manager.pid == managers[0].pid
+    gate.touch()
+    assert lab.cli("stop", "--all").code == 0
+    assert lab_processes(lab.home) == []
+    trials = lab.client(exp).trials()
+    assert len({t["sequence"] for t in trials}) == len(trials)
+    assert all(t["status"] != "RUNNING" for t in trials)
 
 
 def test_an_id_prefix_names_one_experiment_or_lists_the_candidates(lab: Lab) -> None:

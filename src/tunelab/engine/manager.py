@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import fcntl
 import json
 import logging
 import os
@@ -47,11 +48,18 @@ from tunelab.engine._engine import Engine
 from tunelab.engine._prepare import prepare
 from tunelab.errors import TunelabError
 from tunelab.server import create_app
-from tunelab.store import DB_FILE, ExperimentStore, ManagerInfo, write_manager_info
+from tunelab.store import (
+    DB_FILE,
+    ExperimentStore,
+    ManagerInfo,
+    read_manager_info,
+    write_manager_info,
+)
 
 __all__ = ["SECRET_KEYS", "STARTUP_ERROR_FILE", "main", "merge_secrets", "strip_secrets"]
 
 STARTUP_ERROR_FILE = "startup-error.txt"
+LOCK_FILE = "manager.lock"
 SECRET_KEYS = frozenset({"password", "sshPassphrase"})
 logger = logging.getLogger("tunelab.manager")
 
@@ -135,6 +143,26 @@ def bind_port(host: str, port: int, explicit: bool) -> socket.socket:
     raise StartupError(f"no free port in {port}-{last}; choose one with --port")
 
 
+def hold_experiment(exp_dir: Path, experiment_id: str) -> int:
+    """Take the experiment's lock for as long as this process lives; a second manager of the
+    same experiment (two resumes at once, a view beside a resume) is refused, whatever the
+    timing. The kernel drops the lock when the process ends, however it ends, so a manager
+    killed with SIGKILL leaves nothing to clean up."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = read_manager_info(exp_dir)
+        who = f" (manager pid {holder.pid})" if holder is not None and holder.is_alive() else ""
+        raise StartupError(
+            f"experiment {experiment_id} is already open in another manager{who}; "
+            f"see tunelab experiment status {experiment_id}, or stop it first"
+        ) from None
+    return fd
+
+
 def _setup_logging(exp_dir: Path, level: str) -> None:
     log_dir = exp_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +184,7 @@ async def serve(
     given: dict[str, Any],
 ) -> str:
     """Run the experiment and its API until stopped; return the final experiment state."""
+    hold_experiment(exp_dir, experiment_id)
     if action == "view":
         return await _view(exp_dir, host, port, explicit_port)
 
