@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from config_support import SPACE, VALID, Project, valid
 
+from tunelab.config import ExperimentConfig
 from tunelab.errors import ConfigError
 
 
@@ -451,7 +452,26 @@ def test_assessor(project: Project) -> None:
     assert project.json(valid(assessor=assessor))["assessor"] == assessor
     assert "assessor" not in project.json(VALID)
     with pytest.raises(ConfigError, match=r"assessor\.name: must be given"):
-        project.load(valid(assessor={"classArgs": {}}))
+        project.load(valid(assessor={"classArgs": {"start_step": 3}}))
+    # Empty class arguments are what a new config starts with: no assessor.
+    assert "assessor" not in project.json(valid(assessor={"classArgs": {}}))
+
+
+def test_class_args_can_be_filled_in_on_a_new_config() -> None:
+    """NNI's quick start sets ``config.tuner.class_args["optimize_mode"]`` on a new config."""
+    config = ExperimentConfig("local")
+    config.tuner.name = "TPE"
+    config.tuner.class_args["optimize_mode"] = "maximize"
+    config.assessor.class_args["optimize_mode"] = "maximize"
+    with pytest.raises(ConfigError, match=r"assessor\.name: must be given"):
+        config.validate()
+    config.assessor.name = "Medianstop"
+    config.trial_command = "python3 trial.py"
+    config.search_space = {"x": {"_type": "uniform", "_value": [0, 1]}}
+    config.trial_concurrency = 1
+    out = config.to_json()
+    assert out["tuner"] == {"name": "TPE", "classArgs": {"optimize_mode": "maximize"}}
+    assert out["assessor"] == {"name": "Medianstop", "classArgs": {"optimize_mode": "maximize"}}
 
 
 def test_advisor_is_moved_into_tuner(project: Project) -> None:

@@ -125,13 +125,20 @@ class AlgorithmConfig(ConfigModel):
     Give either ``name`` (a built-in or registered algorithm; matched case-insensitively by the
     registry, kept here as written) or ``class_name`` (``"module.Class"``) with
     ``code_directory`` (the folder that holds the module; the config file's folder if unset).
-    ``class_args`` are given to the class as keyword arguments, untouched.
+    ``class_args`` are given to the class as keyword arguments, untouched; it starts as an
+    empty dict, so that ``config.tuner.class_args["optimize_mode"] = "maximize"`` works on a
+    new config, as it does in NNI.
     """
 
     name: Text | None = None
     class_name: Text | None = None
     code_directory: PathText | None = None
-    class_args: dict[str, Any] | None = None
+    class_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_args", mode="before")
+    @classmethod
+    def _null_class_args(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     _key_hints: ClassVar[dict[str, str]] = {
         "builtintunername": _v1_hint("name"),
@@ -145,7 +152,7 @@ class AlgorithmConfig(ConfigModel):
 
     def is_set(self) -> bool:
         """Whether any field is given (an empty algorithm config stands for "not set")."""
-        return any(getattr(self, name) is not None for name in type(self).model_fields)
+        return any(getattr(self, name) not in (None, {}) for name in type(self).model_fields)
 
 
 CustomAlgorithmConfig = AlgorithmConfig
@@ -793,7 +800,7 @@ class _Canonical:
                 algorithm.code_directory,
                 "remove codeDirectory, or give className",
             )
-        if algorithm.class_args is not None:
+        if algorithm.class_args:
             out["classArgs"] = self.data(algorithm.class_args, f"{where}.classArgs")
         return out
 
