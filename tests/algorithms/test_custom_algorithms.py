@@ -243,6 +243,20 @@ def test_medianstop_stops_trials_below_the_median_of_completed_ones() -> None:
     assert assessor.assess(9, [math.nan, math.nan]) is False
 
 
+def test_medianstop_median_of_an_even_count_is_nnis() -> None:
+    """NNI takes the worse of the two middle values, not their mean."""
+    up = MedianstopAssessor(optimize_mode="maximize", start_step=1)
+    down = MedianstopAssessor(optimize_mode="minimize", start_step=1)
+    for trial, value in enumerate([1.0, 3.0]):
+        up.trial_end(trial, True, [value])
+        down.trial_end(trial, True, [value])
+    # The mean would be 2; NNI's median is 1 when maximizing and 3 when minimizing.
+    assert up.assess(9, [1.5]) is True
+    assert up.assess(9, [0.9]) is False
+    assert down.assess(9, [2.5]) is True
+    assert down.assess(9, [3.5]) is False
+
+
 def test_medianstop_minimize_and_failed_trials_ignored() -> None:
     assessor = MedianstopAssessor(optimize_mode="minimize")
     assessor.trial_end(0, True, [1.0, 0.8])
@@ -302,3 +316,47 @@ def test_medianstop_ends_poor_trials_early_through_the_engine(lab: Lab) -> None:
         assert trial["reason"].startswith("stopped by Medianstop at step ")
         assert trial["intermediateCount"] < 6
         assert trial["finalMetric"] is None
+
+
+JUDGED_TRIAL = """
+import os, time, tunelab
+p = tunelab.get_next_parameter()
+if p["x"] == 0:
+    for value in (0, 10):
+        tunelab.report_intermediate_result(value)
+    tunelab.report_final_result(10)
+elif p["x"] == 1:
+    # Two results at once: the first (-1, below the median 0 at step 1) must be judged on
+    # its own, not only the pair's best (20).
+    for value in (-1, 20):
+        tunelab.report_intermediate_result(value)
+    time.sleep(20)
+    tunelab.report_final_result(20)
+else:
+    # Poor results, then the end at once: the trial ended on its own and is not stopped.
+    for value in (-5, -5, -5):
+        tunelab.report_intermediate_result(value)
+    tunelab.report_final_result(-5)
+    os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_medianstop_judges_every_step_and_never_a_trial_that_ended(lab: Lab) -> None:
+    config = lab.write(
+        {"x": {"_type": "choice", "_value": [0, 1, 2]}},
+        JUDGED_TRIAL,
+        maxTrialNumber=3,
+        trialConcurrency=1,
+        tuner={"name": "GridSearch"},
+        assessor={"name": "Medianstop", "classArgs": {"start_step": 1}},
+    )
+
+    result, exp = lab.run(config)
+
+    assert result.code == 0, result.stderr
+    trials = sorted(lab.trials(exp), key=lambda t: t["sequence"])
+    assert [t["parameters"]["x"] for t in trials] == [0, 1, 2]
+    assert [t["status"] for t in trials] == ["SUCCEEDED", "EARLY_STOPPED", "SUCCEEDED"]
+    assert trials[1]["reason"] == "stopped by Medianstop at step 1"
+    assert trials[2]["finalMetric"] == -5 and trials[2]["exitCode"] == 0

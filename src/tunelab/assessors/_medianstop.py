@@ -6,12 +6,15 @@ trial's best value so far is compared with the median, over the trials that succ
 least t results, of their running average at step t. A trial strictly worse than that median
 stops; a tie goes on. Without completed trials that reached step t, every trial goes on. NaN
 and infinite results count as the worst value.
+
+With an even number of such trials the median is NNI's: the worse of the two middle values
+(the lower one when maximizing, the higher one when minimizing), not their mean, so that a
+trial NNI keeps is kept here too.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from typing import ClassVar
 
 from tunelab.assessors._base import Assessor
@@ -56,7 +59,8 @@ class MedianstopAssessor(Assessor):
         ]
         if not reached:
             return True
-        return best >= statistics.median(reached)
+        reached.sort()
+        return best >= reached[(len(reached) - 1) // 2]
 
     def trial_end(self, trial: int, succeeded: bool, history: list[float]) -> None:
         if not succeeded or not history:

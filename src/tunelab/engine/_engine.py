@@ -113,6 +113,7 @@ class _Live:
     steps: int = 0
     next_line: int = 0
     history: list[float] = field(default_factory=list)  # this attempt's intermediate defaults
+    assessed: int = 0  # how many of those the assessor has judged
 
     @property
     def running(self) -> bool:
@@ -537,7 +538,9 @@ class Engine:
         assert live.handle is not None
         try:
             exit_info = await self.service.wait(live.handle)
-            await self._collect_metrics(live)
+            # What the trial wrote before it ended is stored, not judged: a trial that has
+            # ended on its own is not stopped early.
+            await self._collect_metrics(live, assess=False)
             state, reason = live.end_state or self._state_from_exit(exit_info)
             if (
                 live.end_state is None
@@ -630,10 +633,10 @@ class Engine:
             if live.handle is not None:
                 await self._collect_metrics(live)
 
-    async def _collect_metrics(self, live: _Live) -> None:
+    async def _collect_metrics(self, live: _Live, assess: bool = True) -> None:
         assert live.handle is not None
         lines = await self.service.read_metrics(live.handle)
-        if self._store_metric_lines(live, lines):
+        if self._store_metric_lines(live, lines) and assess:
             await self._assess(live)
 
     def _store_metric_lines(self, live: _Live, lines: list[dict[str, Any]]) -> bool:
@@ -686,17 +689,26 @@ class Engine:
         return any(m.type == "INTERMEDIATE" for m in stored)
 
     async def _assess(self, live: _Live) -> None:
-        """Ask the assessor whether a running trial goes on; carry out a stop."""
+        """Ask the assessor whether a running trial goes on, at every step it has not judged
+        yet (results that arrive together are judged one step at a time, as they would have
+        been one by one); carry out a stop."""
         if self.assessor is None or live.end_state is not None or live.frozen:
             return
-        keep = await self._call_tuner(self.assessor.assess, live.record.sequence, live.history)
-        if keep or live.end_state is not None:
+        step = live.assessed
+        while step < len(live.history):
+            step += 1
+            history = live.history[:step]
+            keep = await self._call_tuner(self.assessor.assess, live.record.sequence, history)
+            live.assessed = step
+            if live.end_state is not None or live.frozen:
+                return
+            if not keep:
+                break
+        else:
             return
-        reason = f"stopped by {assessor_name(self.assessor)} at step {len(live.history)}"
+        reason = f"stopped by {assessor_name(self.assessor)} at step {step}"
         live.end_state = (st.EARLY_STOPPED, reason)
-        self.store.add_event(
-            "trial_assessed", {"stop": True, "step": len(live.history)}, live.record.sequence
-        )
+        self.store.add_event("trial_assessed", {"stop": True, "step": step}, live.record.sequence)
         asyncio.get_running_loop().create_task(self._cancel(live))
 
     # -- resume ----------------------------------------------------------------------------
@@ -776,7 +788,7 @@ class Engine:
             for m in self.store.metrics(record.sequence, "INTERMEDIATE")
             if m.attempt == record.attempts
         ]
-        live.steps = len(live.history)
+        live.steps = live.assessed = len(live.history)
         limit = self.settings.max_trial_duration
         if limit is not None and record.start_time is not None:
             left = limit * self.scale - (time.time() - record.start_time)
