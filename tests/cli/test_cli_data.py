@@ -161,7 +161,8 @@ def test_save_while_running_then_load_elsewhere_and_resume(lab: Lab) -> None:
     new_code = lab.root / "new code"
     result = lab.cli("experiment", "load", "--path", str(archive), "--codeDir", str(new_code))
     assert result.code == 0, result.stderr
-    assert f"Experiment {exp} loaded into {lab.home / exp} (stopped)." in result.stdout
+    # Saved while it ran: loaded, it is a stopped experiment that resume takes up.
+    assert f"Experiment {exp} loaded into {lab.home / exp} (STOPPED)." in result.stdout
     assert (new_code / "trial.py").is_file()
     config_json = lab.client(exp).config()
     assert config_json["trialCodeDirectory"] == str(new_code)
@@ -188,6 +189,48 @@ def test_load_refuses_a_file_that_is_not_a_save(lab: Lab) -> None:
         archive.writestr("hello.txt", "hi")
     assert "not an experiment saved by" in _error(lab.tl("experiment", "load", "-p", str(junk)))
     assert not lab.home.exists() or not list(lab.home.iterdir())
+
+
+def test_load_refuses_a_tampered_save_and_writes_nothing(lab: Lab) -> None:
+    import zipfile
+
+    result, exp = lab.run(
+        lab.write(SPACE, SCORE_LETTER.replace('p["c"]', '"a"'), maxTrialNumber=1)
+    )
+    assert result.code == 0, result.stderr
+    saves = lab.root / "saves"
+    saves.mkdir()
+    assert lab.tl("experiment", "save", exp, "--path", str(saves)).code == 0
+    (good,) = saves.iterdir()
+    assert lab.tl("experiment", "delete", exp, "--yes").code == 0
+
+    def tampered(name: str, manifest: Any = None, store: bytes | None = None) -> str:
+        path = lab.root / f"{name}.zip"
+        with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as target:
+            for item in source.infolist():
+                data = source.read(item)
+                if item.filename == "tunelab-save.json" and manifest is not None:
+                    data = json.dumps({**json.loads(data), **manifest}).encode()
+                if item.filename == "experiment/experiment.db" and store is not None:
+                    data = store
+                target.writestr(item, data)
+        return _error(lab.tl("experiment", "load", "--path", str(path)))
+
+    for bad_id in ("../escape", "", "a/b", ".hidden", None, 7):
+        line = tampered("id", manifest={"id": bad_id})
+        assert "names no valid experiment id" in line and repr(bad_id) in line, line
+    line = tampered("other", manifest={"id": "someoneelse"})
+    assert f"names experiment someoneelse but its store holds experiment {exp}" in line
+    line = tampered("store", store=b"this is not a database" * 100)
+    assert "the saved experiment store cannot be read" in line
+    line = _error(lab.tl("experiment", "load", "--path", str(lab.root / "nowhere.zip")))
+    assert line.endswith("nowhere.zip: no such file; give the zip that experiment save made")
+    assert not (lab.home.parent / "escape").exists()
+    assert not lab.home.exists() or not list(lab.home.iterdir())
+
+    result = lab.cli("experiment", "load", "--path", str(good))
+    assert result.code == 0, result.stderr
+    assert f"Experiment {exp} loaded into {lab.home / exp} (DONE)." in result.stdout
 
 
 def test_delete_refuses_a_running_experiment_unless_forced_and_removes_everything(

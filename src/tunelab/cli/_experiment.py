@@ -228,5 +228,6 @@ def experiment_save(experiment_id: str | None, directory: str | None, save_code:
 def experiment_load(archive: str, code_dir: str | None) -> None:
     """Restore an experiment saved with 'tunelab experiment save' into this machine's home."""
     client = load_experiment(Path(archive), Path(code_dir) if code_dir else None)
-    say(f"Experiment {client.id} loaded into {client.dir} (stopped).")
+    status = client.experiment()["status"]
+    say(f"Experiment {client.id} loaded into {client.dir} ({status}).")
     say(f"  resume it: tunelab resume {client.id}")

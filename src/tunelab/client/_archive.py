@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -32,6 +33,9 @@ __all__ = ["load_experiment", "save_experiment"]
 
 MANIFEST = "tunelab-save.json"
 FORMAT = "tunelab-experiment"
+# What a loaded experiment's id may be: it names a folder in $TUNELAB_HOME, so nothing that
+# could lead out of it (an id of tunelab's own is 8 lowercase letters and digits).
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _SKIPPED = {DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", MANAGER_FILE, "manager.tmp"}
 
 
@@ -115,6 +119,9 @@ def _add_folder(
 
 def load_experiment(archive_path: Path, code_dir: Path | None = None) -> ExperimentClient:
     """Restore a saved experiment into ``$TUNELAB_HOME`` (stopped); see the module docstring."""
+    if not archive_path.is_file():
+        what = "is a folder" if archive_path.is_dir() else "no such file"
+        raise UsageError(f"--path {archive_path}: {what}; give the zip that experiment save made")
     try:
         archive = zipfile.ZipFile(archive_path)
     except (OSError, zipfile.BadZipFile) as error:
@@ -123,7 +130,12 @@ def load_experiment(archive_path: Path, code_dir: Path | None = None) -> Experim
         ) from None
     with archive:
         manifest = _manifest(archive, archive_path)
-        experiment_id = str(manifest["id"])
+        experiment_id = manifest.get("id")
+        if not isinstance(experiment_id, str) or not _ID_PATTERN.fullmatch(experiment_id):
+            raise UsageError(
+                f"--path {archive_path}: {MANIFEST} names no valid experiment id (got "
+                f"{experiment_id!r}); an id is letters, digits, '_' and '-', up to 64"
+            )
         existing = experiment_dirs()
         if experiment_id in existing:
             raise UsageError(
@@ -142,7 +154,17 @@ def load_experiment(archive_path: Path, code_dir: Path | None = None) -> Experim
                 _extract(archive, "code/", new_code)
             if not (exp_dir / DB_FILE).is_file():
                 raise UsageError(f"--path {archive_path}: the save holds no experiment store")
-            _rewrite_config(exp_dir, manifest.get("trialCodeDirectory"), new_code)
+            try:
+                stored_id = _rewrite_config(exp_dir, manifest.get("trialCodeDirectory"), new_code)
+            except sqlite3.Error as error:
+                raise UsageError(
+                    f"--path {archive_path}: the saved experiment store cannot be read ({error})"
+                ) from None
+            if stored_id != experiment_id:
+                raise UsageError(
+                    f"--path {archive_path}: {MANIFEST} names experiment {experiment_id} but "
+                    f"its store holds experiment {stored_id}"
+                )
         except BaseException:
             shutil.rmtree(exp_dir, ignore_errors=True)
             if made_code and new_code is not None:
@@ -153,13 +175,20 @@ def load_experiment(archive_path: Path, code_dir: Path | None = None) -> Experim
 
 def _manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(archive.read(MANIFEST))
-    except (KeyError, ValueError):
-        manifest = None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        text = archive.read(MANIFEST)
+    except KeyError:
         raise UsageError(
             f"--path {path}: not an experiment saved by tunelab experiment save "
             f"(no {MANIFEST} in it)"
+        ) from None
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UsageError(
+            f"--path {path}: its {MANIFEST} is not one that tunelab experiment save writes "
+            f"(expected a JSON object with format {FORMAT!r})"
         )
     return manifest
 
@@ -195,17 +224,20 @@ def _extract(archive: zipfile.ZipFile, prefix: str, folder: Path) -> None:
             shutil.copyfileobj(source, out)
 
 
-def _rewrite_config(exp_dir: Path, old_code: str | None, new_code: Path | None) -> None:
+def _rewrite_config(exp_dir: Path, old_code: str | None, new_code: Path | None) -> str:
     """Point the stored config at the new code folder; drop experimentWorkingDirectory.
+    Returns the id the store holds.
 
     No manager runs this experiment yet, so this is its only writer (DESIGN.md rule 2)."""
     store = ExperimentStore(exp_dir / DB_FILE)
     try:
-        config = store.experiment()["config"]
+        profile = store.experiment()
+        config = profile["config"]
         config.pop("experimentWorkingDirectory", None)
         if new_code is not None:
             _replace_code_dir(config, old_code, str(new_code))
         store.update_experiment(config=config)
+        return str(profile["id"])
     finally:
         store.close()
 
