@@ -249,7 +249,10 @@ def test_delete_refuses_a_running_experiment_unless_forced_and_removes_everythin
     assert lab.tl("stop", stopped_exp).code == 0
 
     line = _error(lab.cli("experiment", "delete", running_exp))
-    assert f"experiment {running_exp} is running" in line and "--force" in line
+    assert line.endswith(
+        f"experiment {running_exp} is running; stop it first (tunelab stop {running_exp}) "
+        "or add --force, which stops it before deleting"
+    )
     line = _error(lab.tl("experiment", "delete", stopped_exp))
     assert "needs confirmation: add --yes" in line
     assert "not both" in _error(lab.tl("experiment", "delete", stopped_exp, "--all"))

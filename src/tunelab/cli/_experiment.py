@@ -130,11 +130,12 @@ def experiment_delete(
         return
     running = [c.id for c in targets if c.running]
     if running and not force:
+        many = len(running) > 1
         raise UsageError(
-            f"experiment{'s' if len(running) > 1 else ''} {', '.join(running)} "
-            f"{'are' if len(running) > 1 else 'is'} running; stop "
-            f"{'them' if len(running) > 1 else 'it'} first (tunelab stop "
-            f"{running[0] if len(running) == 1 else '--all'}) or add --force, which does"
+            f"experiment{'s' if many else ''} {', '.join(running)} {'are' if many else 'is'} "
+            f"running; stop {'them' if many else 'it'} first (tunelab stop "
+            f"{'--all' if many else running[0]}) or add --force, which stops "
+            f"{'them' if many else 'it'} before deleting"
         )
     ids = ", ".join(c.id for c in targets)
     if not yes:
