@@ -548,8 +548,11 @@ class Engine:
                 and exit_info.signal is None
                 and exit_info.message is None
             ):
-                # "exit code 1: TypeError: report_final_result: ..." says what went wrong.
-                error = _python_error(live.handle.spec.trial_dir / STDERR_FILE)
+                # "exit code 1: TypeError: report_final_result: ..." says what went wrong, and
+                # so does "exit code 127: trian.py: command not found".
+                error = _failure_detail(
+                    live.handle.spec.trial_dir / STDERR_FILE, exit_info.exit_code
+                )
                 if error is not None:
                     reason = f"{reason}: {error}"
             self._finish_trial(live, state, reason, exit_info.exit_code)
@@ -939,13 +942,17 @@ def _line_time(line: dict[str, Any]) -> float:
 
 
 _PYTHON_ERROR = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(: .*)?")
+# bash's prefix on what it says about a command: "tunelab-trial: line 3: " (the trial wrapper),
+# "bash: line 1: ", "/bin/sh: 1: ".
+_SHELL_ERROR = re.compile(r"^(?:[\w./-]+: )?(?:line )?\d+: ")
 _ERROR_TAIL_BYTES = 8192
 _ERROR_MAX_CHARS = 300
 
 
-def _python_error(stderr: Path) -> str | None:
-    """The exception a Python trial ended with (the last line of its traceback), if the last
-    line of its stderr is one."""
+def _failure_detail(stderr: Path, exit_code: int) -> str | None:
+    """What a failed trial's stderr says went wrong: the exception a Python trial ended with
+    (the last line of its traceback), or the shell's word on a command it could not run (exit
+    codes 126 and 127: not found, not executable), without the shell's own prefix."""
     try:
         with open(stderr, "rb") as file:
             file.seek(0, os.SEEK_END)
@@ -954,7 +961,11 @@ def _python_error(stderr: Path) -> str | None:
     except OSError:
         return None
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    if not lines or not _PYTHON_ERROR.fullmatch(lines[-1]):
+    if not lines:
         return None
     line = lines[-1]
+    if exit_code in (126, 127) and _SHELL_ERROR.match(line):
+        line = _SHELL_ERROR.sub("", line, count=1)
+    elif not _PYTHON_ERROR.fullmatch(line):
+        return None
     return line if len(line) <= _ERROR_MAX_CHARS else line[: _ERROR_MAX_CHARS - 3] + "..."
