@@ -34,6 +34,7 @@ from tunelab.client import (
     resume_experiment,
     runnable_config,
     secrets_of,
+    stoppable_experiments,
     view_experiment,
 )
 from tunelab.client._signals import Signalled, signals_raise
@@ -138,7 +139,7 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
     if sum(bool(x) for x in (experiment_id, port, stop_all)) > 1:
         raise UsageError("give an experiment id, --port or --all, not several")
     if stop_all:
-        targets = live_experiments()
+        targets = stoppable_experiments()
         if not targets:
             say("No experiment is running.")
             return
@@ -146,7 +147,7 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
         targets = [by_port(port)]
     elif experiment_id and experiment_id.endswith("*"):
         prefix = experiment_id[:-1]
-        targets = [c for c in live_experiments() if c.id.startswith(prefix)]
+        targets = [c for c in stoppable_experiments() if c.id.startswith(prefix)]
         if not targets:
             running = ", ".join(c.id for c in live_experiments()) or "none"
             raise UsageError(
@@ -155,14 +156,22 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
     elif experiment_id:
         targets = [resolve(experiment_id)]
     elif not live_experiments():
-        raise UsageError("no experiment is running")
+        orphaned = stoppable_experiments()
+        if len(orphaned) != 1:
+            raise UsageError("no experiment is running")
+        targets = orphaned
     else:
         targets = [target(None, ", or use --all")]
     for client in targets:
-        was_viewed = client.viewed
+        was_viewed, was_orphaned = client.viewed, client.orphaned
         status = client.stop()
         if was_viewed:
             say(f"Experiment {client.id}: read-only view closed.")
+        elif was_orphaned:
+            say(
+                f"Experiment {client.id} stopped ({status}); its manager had died: its trials "
+                "were taken up, those that had ended recorded and the others ended."
+            )
         else:
             say(f"Experiment {client.id} stopped ({status}).")
     if stop_all:
@@ -225,6 +234,13 @@ def follow(client: ExperimentClient) -> int:
     client.refresh()
     if client.running:
         client.stop()
+    elif client.orphaned:
+        warn(
+            f"tunelab: the manager of experiment {client.id} died (see {client.dir}/log); its "
+            f"trials may still run: tunelab resume {client.id} takes them up, tunelab stop "
+            f"{client.id} ends them"
+        )
+        return 1
     for message in view.get("errors") or []:
         warn(f"error: {message}")
     best = view.get("best")  # the final profile holds the best trial

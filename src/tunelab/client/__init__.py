@@ -23,6 +23,7 @@ from tunelab.client._find import (
     by_port,
     live_experiments,
     resolve,
+    stoppable_experiments,
     the_running_one,
 )
 from tunelab.client._launch import (
@@ -33,6 +34,7 @@ from tunelab.client._launch import (
     resume_experiment,
     runnable_config,
     secrets_of,
+    stop_orphaned,
     view_experiment,
 )
 from tunelab.client._manage import clean_platform, delete_experiment
@@ -57,6 +59,8 @@ __all__ = [
     "runnable_config",
     "save_experiment",
     "secrets_of",
+    "stop_orphaned",
+    "stoppable_experiments",
     "the_running_one",
     "view_experiment",
 ]

@@ -86,6 +86,24 @@ class ExperimentClient:
         return self.manager is not None and self.manager.status == VIEWED
 
     @property
+    def orphaned(self) -> bool:
+        """Whether no manager serves this experiment although its store says it runs: its
+        manager died (killed, or its machine went down), and trials it started may still run
+        until a resume takes them up or a stop ends them."""
+        if self.manager is not None:
+            return False
+        try:
+            store = self._store()
+        except Exception:  # no store (a folder being made or removed): nothing to take up
+            return False
+        try:
+            return str(store.experiment()["status"]) in LIVE_STATES
+        except Exception:
+            return False
+        finally:
+            store.close()
+
+    @property
     def url(self) -> str | None:
         return None if self.manager is None else self.manager.url
 
@@ -234,9 +252,19 @@ class ExperimentClient:
         store = self._store()
         try:
             latest = store.latest_intermediates()
-            return [trial_view(t, latest.get(t.sequence)) for t in store.trials()]
+            trials = [trial_view(t, latest.get(t.sequence)) for t in store.trials()]
+            orphaned = store.experiment()["status"] in LIVE_STATES
         finally:
             store.close()
+        if orphaned:
+            # The store says these run, but no manager watches them: say so, and what to do.
+            for trial in trials:
+                if trial["status"] in ("RUNNING", "WAITING") and not trial.get("reason"):
+                    trial["reason"] = (
+                        f"the experiment's manager died; tunelab resume {self.id} takes the "
+                        f"trial up, tunelab stop {self.id} ends it"
+                    )
+        return trials
 
     def trial(self, trial_id: str) -> dict[str, Any]:
         """One trial by its id; a UsageError naming the known ids if there is none."""
@@ -357,10 +385,16 @@ class ExperimentClient:
 
         The manager is asked (``DELETE /experiment``: every trial is ended and marked
         USER_CANCELED) and then waited for; one that has not ended after ``timeout`` seconds
-        is killed with its whole process tree.
+        is killed with its whole process tree. An experiment whose manager died (see
+        :attr:`orphaned`) is stopped by a manager started for that alone, which takes up its
+        trials, records those that ended and ends the others.
         """
         self.refresh()
         if self.manager is None:
+            if self.orphaned:
+                from tunelab.client._launch import stop_orphaned
+
+                return stop_orphaned(self, timeout=timeout)
             status = self.experiment()["status"]
             raise UsageError(f"experiment {self.id} is not running ({status})")
         manager = self.manager

@@ -7,7 +7,14 @@ from tunelab.client._client import ExperimentClient
 from tunelab.errors import UsageError
 from tunelab.store import experiment_dirs
 
-__all__ = ["all_experiments", "by_port", "live_experiments", "resolve", "the_running_one"]
+__all__ = [
+    "all_experiments",
+    "by_port",
+    "live_experiments",
+    "resolve",
+    "stoppable_experiments",
+    "the_running_one",
+]
 
 
 def all_experiments() -> list[ExperimentClient]:
@@ -18,6 +25,12 @@ def all_experiments() -> list[ExperimentClient]:
 def live_experiments() -> list[ExperimentClient]:
     """The experiments whose manager is alive (running, done and still serving, or viewed)."""
     return [client for client in all_experiments() if client.running]
+
+
+def stoppable_experiments() -> list[ExperimentClient]:
+    """The experiments a stop applies to: those whose manager is alive, and those whose
+    manager died while they ran (trials they started may still run; a stop ends them)."""
+    return [client for client in all_experiments() if client.running or client.orphaned]
 
 
 def _known(ids: list[str]) -> str:

@@ -48,6 +48,7 @@ __all__ = [
     "resume_experiment",
     "runnable_config",
     "secrets_of",
+    "stop_orphaned",
     "view_experiment",
 ]
 
@@ -203,6 +204,59 @@ def view_experiment(client: ExperimentClient, port: int | None = None) -> Experi
             "stopped experiment)"
         )
     return _start(client.dir, client.id, "view", port, None)
+
+
+def stop_orphaned(
+    client: ExperimentClient, secrets: dict[str, str] | None = None, timeout: float = 60.0
+) -> str:
+    """Stop an experiment whose manager died: a manager started for that alone takes up its
+    trials, records those that ended meanwhile, ends the others (USER_CANCELED, to run again
+    on resume) and exits; returns the experiment's state then (STOPPED).
+
+    Raises:
+        UsageError: another manager took the experiment meanwhile, or the training service
+            cannot be reached with what is known (a password that was not given again).
+        ManagerError: the stop failed for another reason, or took longer than ``timeout``
+            seconds beyond the training service's own start.
+    """
+    log_dir = client.dir / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / STARTUP_ERROR_FILE).unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "tunelab.engine.manager",
+        "--exp-dir",
+        str(client.dir),
+        "--id",
+        client.id,
+        "--action",
+        "stop",
+    ]
+    payload = json.dumps({"secrets": secrets} if secrets else {})
+    with open(log_dir / MANAGER_OUTPUT, "ab") as output:
+        try:
+            done = subprocess.run(
+                command,
+                input=payload.encode("utf-8"),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                timeout=timeout + START_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ManagerError(
+                f"experiment {client.id}: the stop did not end in time "
+                f"(see {log_dir / 'manager.log'})"
+            ) from None
+    if done.returncode != 0:
+        message = _startup_error(client.dir) or f"exit code {done.returncode}"
+        text = f"experiment {client.id} could not be stopped: {message}"
+        if done.returncode == 2:
+            raise UsageError(text)
+        raise ManagerError(f"{text} (see {log_dir / 'manager.log'})")
+    client.refresh()
+    return str(client.experiment()["status"])
 
 
 def _start(

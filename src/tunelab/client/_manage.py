@@ -5,7 +5,8 @@ lives under ``experimentWorkingDirectory``) and, through the training service's
 ``cleanup(experiment_id)``, whatever it left elsewhere (folders on SSH hosts). The store holds
 no secrets, so a service that needs a password to clean up is given the config file again.
 
-Decisions: a running experiment is deleted only when asked to stop it first (``force``). If
+Decisions: a running experiment is deleted only when asked to stop it first (``force``). One
+whose manager died while it ran is stopped first in any case (its trials may still run). If
 the service cannot clean up, nothing is deleted (the local files are what tells which remote
 folders to clean), unless ``force`` is given: then the local files go and a warning says what
 may be left.
@@ -62,6 +63,21 @@ def delete_experiment(
             )
         client.stop()
     warnings: list[str] = []
+    if client.orphaned:
+        # Its manager died while it ran: trials it started may still run. They are ended
+        # first, as a stop ends them, so that nothing runs on without a record of it.
+        from tunelab.client._launch import stop_orphaned
+
+        try:
+            stop_orphaned(client, secrets)
+        except Exception as error:
+            message = f"experiment {client.id}: its trials could not be ended ({error})"
+            if not force:
+                raise UsageError(
+                    f"{message}; nothing was deleted (give the config with --config if it "
+                    "needs a password, or use --force to delete the local files anyway)"
+                ) from None
+            warnings.append(message)
     try:
         config = client.config()
     except Exception as error:  # an unreadable store must not make the folder undeletable

@@ -63,6 +63,10 @@ _METRIC_POLL_SECONDS = 0.5
 # TUNELAB_TIME_SCALE, so that a crash loses the same share of a scaled budget.
 _CLOCK_SAVE_SECONDS = 2.0
 
+# How long the stop of an experiment whose manager died waits for its re-attached trials that
+# have ended to be recorded before it ends the others.
+_SETTLE_SECONDS = 2.0
+
 STOP_REASON = "experiment stopped"
 KILL_REASON = "killed by user"
 RESTART_REASON = "manager restarted; the trial runs again"
@@ -172,12 +176,18 @@ class Engine:
 
     # -- public ----------------------------------------------------------------------------
 
-    async def run(self, resume: bool = False) -> str:
+    async def run(self, resume: bool = False, stop: bool = False) -> str:
         """Run until the experiment is DONE, STOPPED or in ERROR; return that state.
 
         Args:
             resume: take up a store written by an earlier manager (see the module docstring).
+            stop: with ``resume``, stop at once instead (the stop of an experiment whose
+                manager died): its trials are taken up as a resume takes them, those that
+                ended while no manager watched are recorded as they ended, and the others are
+                ended as a stop ends them (USER_CANCELED, to run again on resume).
         """
+        if stop:
+            self._stop_requested = True
         self._finished.clear()
         now = time.time()
         with self.store.transaction():
@@ -192,6 +202,8 @@ class Engine:
         try:
             if resume:
                 await self._recover()
+            if stop:
+                await self._record_ended_trials()
             await self._loop()
         except Exception as error:  # a bug or a tuner failure must not leave trials running
             logger.exception("Experiment %s failed", self.experiment_id)
@@ -740,6 +752,13 @@ class Engine:
                 await self._reattach(record, last_lines.get(record.sequence, -1) + 1)
             elif record.status == st.WAITING or record.requeue:
                 self._requeue(record, last_lines.get(record.sequence, -1) + 1, None)
+
+    async def _record_ended_trials(self) -> None:
+        """Give the re-attached trials whose process has ended a moment to be recorded (their
+        exit code and last metrics), so that a stop does not cancel a trial that finished."""
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=_SETTLE_SECONDS)
 
     def _stored_histories(self, trials: list[TrialRecord]) -> dict[int, list[float]]:
         """Each trial's intermediate defaults of its latest attempt, from the store."""

@@ -10,6 +10,13 @@ Three ways to start:
   needs them, come again on standard input (``{"secrets": {...}}``, from the config file the
   user names) or from the environment or an SSH agent.
 * ``--action view``: the store is opened read-only and served; every change is refused.
+* ``--action stop``: the stop of an experiment whose manager died (``tunelab stop`` of a
+  crashed experiment, and ``experiment delete`` before it removes anything): its trials are
+  taken up as a resume takes them, those that ended meanwhile are recorded, the others are
+  ended, and the process exits with the experiment STOPPED. It serves no API.
+
+Every manager holds the experiment's lock (``manager.lock``) for as long as it runs, so one
+experiment never has two managers, whatever the timing of the commands that start them.
 
 The manager binds the HTTP port, writes ``manager.json`` (pid, start time, port, token;
 mode 0600), and runs the engine and the REST API on one event loop. It keeps serving after the
@@ -188,6 +195,9 @@ async def serve(
     if action == "view":
         return await _view(exp_dir, host, port, explicit_port)
 
+    if action == "stop":
+        return await _stop_orphaned(exp_dir, experiment_id, given)
+
     if action == "create":
         config = given["config"]
         if (exp_dir / DB_FILE).exists():
@@ -264,6 +274,41 @@ async def serve(
     return engine.status
 
 
+async def _stop_orphaned(exp_dir: Path, experiment_id: str, given: dict[str, Any]) -> str:
+    """Stop an experiment whose manager died (see the module docstring); no API is served."""
+    if not (exp_dir / DB_FILE).exists():
+        raise StartupError(f"{exp_dir} holds no experiment to stop")
+    store = ExperimentStore(exp_dir / DB_FILE)
+    try:
+        stored = store.experiment()["config"]
+        prepared = prepare(merge_secrets(stored, given.get("secrets") or {}))
+        engine = Engine(
+            experiment_id,
+            exp_dir,
+            prepared.settings,
+            store,
+            prepared.service,
+            prepared.tuner,
+            prepared.assessor,
+        )
+        await prepared.service.start()
+        try:
+            status = await engine.run(resume=True, stop=True)
+        finally:
+            await prepared.service.close()
+            await engine.close()
+        logger.info(
+            "Experiment %s: its trials were taken up and ended (%s)", experiment_id, status
+        )
+        info = read_manager_info(exp_dir)
+        if info is not None and not info.is_alive():
+            info.status = status
+            write_manager_info(exp_dir, info)
+        return status
+    finally:
+        store.close()
+
+
 async def _view(exp_dir: Path, host: str, port: int, explicit_port: bool) -> str:
     if not (exp_dir / DB_FILE).exists():
         raise StartupError(f"{exp_dir} holds no experiment to view")
@@ -310,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--explicit-port", action="store_true")
-    parser.add_argument("--action", choices=("create", "resume", "view"), default="create")
+    parser.add_argument("--action", choices=("create", "resume", "view", "stop"), default="create")
     parser.add_argument(
         "--deferred",
         action="store_true",

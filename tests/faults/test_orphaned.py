@@ -1,0 +1,115 @@
+"""An experiment whose manager died (SIGKILL) while trials ran: what the CLI shows, and what
+stop and delete do. Trials outlive their manager by design (they are taken up by a resume), so
+until a resume or a stop the store says they run; the listing says why, a stop takes them up,
+records those that ended meanwhile and ends the others, and a delete ends them first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import Lab, process_gone
+from tests.faults.harness import lab_processes
+
+SPACE = {"x": {"_type": "choice", "_value": [1, 2]}}
+# Each trial reports once, then waits for its own gate file (by sequence number).
+TRIAL = """
+import pathlib, time, tunelab
+p = tunelab.get_next_parameter()
+tunelab.report_intermediate_result(0.5)
+gate = pathlib.Path({gates!r}) / str(tunelab.get_sequence_id())
+while not gate.exists():
+    time.sleep(0.05)
+tunelab.report_final_result(p["x"])
+"""
+
+
+def _orphan(lab: Lab) -> tuple[str, Path, list[int]]:
+    """Two trials running, then the manager killed; returns the experiment, the gates folder
+    and the trials' process ids."""
+    gates = lab.root / "gates"
+    gates.mkdir()
+    config = lab.write(
+        SPACE,
+        TRIAL.format(gates=str(gates)),
+        maxTrialNumber=2,
+        trialConcurrency=2,
+        tuner={"name": "GridSearch"},
+    )
+    exp = lab.start(config)
+    lab.wait_running(exp, 2)
+    client = lab.client(exp)
+    pids = [int(p.read_text()) for p in client.dir.glob("trials/*/.pid")]
+    assert len(pids) == 2
+    os.kill(client.manager.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not process_gone(client.manager.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(process_gone(pid) for pid in pids)  # the trials outlive their manager
+    return exp, gates, pids
+
+
+def test_stop_after_the_manager_died_records_what_ended_and_ends_the_rest(lab: Lab) -> None:
+    exp, gates, pids = _orphan(lab)
+
+    listed = lab.tl("trial", "ls", exp, "--json").json()
+    assert [t["status"] for t in listed] == ["RUNNING", "RUNNING"]
+    for trial in listed:
+        assert trial["reason"] == (
+            f"the experiment's manager died; tunelab resume {exp} takes the trial up, "
+            f"tunelab stop {exp} ends it"
+        )
+
+    # Trial 0 ends while no manager watches it.
+    (gates / "0").touch()
+    first = lab.client(exp).dir / "trials" / listed[0]["id"]
+    deadline = time.monotonic() + 20
+    while not (first / ".exitcode").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (first / ".exitcode").read_text().strip() == "0"
+
+    result = lab.cli("stop", "--all")
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"Experiment {exp} stopped (STOPPED); its manager had died: its trials were taken up, "
+        "those that had ended recorded and the others ended.",
+        f"Stopped 1 experiment: {exp}",
+    ]
+    trials = sorted(lab.client(exp).trials(), key=lambda t: t["sequence"])
+    assert [(t["status"], t["reason"]) for t in trials] == [
+        ("SUCCEEDED", "exit code 0"),
+        ("USER_CANCELED", "experiment stopped"),
+    ]
+    assert trials[0]["finalMetric"] == 1
+    assert trials[0]["latestIntermediate"] == {"step": 0, "value": 0.5}
+    assert all(process_gone(pid) for pid in pids)
+    assert lab_processes(lab.home) == []
+    assert lab.client(exp).experiment()["status"] == "STOPPED"
+    line = lab.tl("stop", exp).stderr.strip()
+    assert line == f"tunelab: experiment {exp} is not running (STOPPED)"
+
+    # A resume runs the stopped trial again under its own id; nothing counts twice.
+    (gates / "1").touch()
+    result = lab.cli("resume", exp, "--foreground")
+    assert result.code == 0, result.stderr
+    trials = sorted(lab.client(exp).trials(), key=lambda t: t["sequence"])
+    assert [t["id"] for t in trials] == [t["id"] for t in listed]
+    assert [(t["status"], t["finalMetric"], t["attempts"]) for t in trials] == [
+        ("SUCCEEDED", 1, 1),
+        ("SUCCEEDED", 2, 2),
+    ]
+    assert lab.client(exp).experiment()["trialCount"] == 2
+
+
+def test_delete_after_the_manager_died_ends_its_trials_first(lab: Lab) -> None:
+    exp, _, pids = _orphan(lab)
+    exp_dir = lab.client(exp).dir
+
+    result = lab.cli("experiment", "delete", exp, "--yes")
+
+    assert result.code == 0, result.stderr
+    assert all(process_gone(pid) for pid in pids)
+    assert lab_processes(lab.home) == []
+    assert not exp_dir.exists()
