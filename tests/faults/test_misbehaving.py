@@ -160,6 +160,11 @@ def test_misbehaving_trials_end_honestly_and_the_experiment_goes_on(faults: Faul
     stored = [(m.type, m.value) for m in done.metrics_of(trial.sequence)]
     assert stored == [("FINAL", 0.3), ("INTERMEDIATE", 0.4), ("FINAL", 0.9)]
     assert experiment.api("GET", f"/trials/{trial.trial_id}").json()["default"] == 0.3
+    log = (experiment.dir / "log" / "manager.log").read_text("utf-8")
+    assert (
+        f"Trial {trial.trial_id} reported a final result again (0.9); its first one (0.3) "
+        "stands, as the tuner has it"
+    ) in log
 
     # No final metric: SUCCEEDED without a result, and not best despite its high intermediates.
     trial = _trial(done, "no-final")

@@ -681,6 +681,15 @@ class Engine:
                 if record.final is None:
                     record.final, record.final_default = value, default
                     final_changed = True
+                else:
+                    # Stored with the others, but the first final result is the trial's.
+                    logger.warning(
+                        "Trial %s reported a final result again (%s); its first one (%s) "
+                        "stands, as the tuner has it",
+                        record.trial_id,
+                        _short(value),
+                        _short(record.final),
+                    )
             stored.append(
                 MetricRecord(
                     record.sequence,
@@ -943,6 +952,11 @@ class Engine:
     async def _call_tuner(self, method: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tuner_pool, method, *args)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _source(source: str) -> str:
