@@ -202,6 +202,9 @@ def test_updates_take_effect_and_bad_values_are_refused(lab: Lab) -> None:
     profile = lab.client(exp).experiment()
     assert profile["trialConcurrency"] == 3 and profile["maxTrialNumber"] == 5
     assert profile["config"]["searchSpace"] == {"x": {"_type": "choice", "_value": [7, 8]}}
+    # The file the first space came from is not named beside the new space any more.
+    assert "searchSpaceFile" not in profile["config"]
+    assert "searchSpaceFile" not in yaml.safe_load(lab.tl("config", "show", exp).stdout)
 
     bad_space = lab.root / "bad_space.json"
     bad_space.write_text(json.dumps({"lr": {"_type": "loguniform", "_value": [0, 1]}}))

@@ -263,6 +263,8 @@ class Engine:
         if search_space is not None:
             space = SearchSpace.from_json(search_space)
             config["searchSpace"] = space.raw
+            # The file the first space came from no longer says what the experiment searches.
+            config.pop("searchSpaceFile", None)
         if concurrency is not None:
             config["trialConcurrency"] = concurrency
         if max_trials is not None:
