@@ -103,7 +103,33 @@ def test_resume_and_view_refuse_what_they_cannot_do(lab: Lab) -> None:
     gate.touch()
     result = lab.cli("resume", exp, "--config", str(config), "--foreground")
     assert result.code == 0, result.stderr
-    assert lab.client(exp).experiment()["status"] == "DONE"
+    # The file's budget is taken, and said.
+    assert f"  maxTrialNumber is now 2 from {config}\n" in result.stdout
+    profile = lab.client(exp).experiment()
+    assert (profile["status"], profile["maxTrialNumber"], profile["trialCount"]) == ("DONE", 2, 2)
+    assert profile["config"]["maxTrialNumber"] == 2
+
+
+def test_resume_with_a_config_takes_its_budget_and_concurrency_before_anything_runs(
+    lab: Lab,
+) -> None:
+    config, gate = _gated(lab, maxTrialNumber=6, trialConcurrency=2)
+    exp = lab.start(config)
+    lab.wait_running(exp, 2)
+    assert lab.cli("stop", exp).code == 0
+    smaller = lab.write(SPACE, gated_trial(gate), maxTrialNumber=2, trialConcurrency=1)
+    assert smaller == config
+    gate.touch()
+
+    result = lab.cli("resume", exp, "--config", str(config), "--foreground")
+
+    assert result.code == 0, result.stderr
+    assert f"  maxTrialNumber is now 2 from {config}\n" in result.stdout
+    assert f"  trialConcurrency is now 1 from {config}\n" in result.stdout
+    trials = sorted(lab.client(exp).trials(), key=lambda t: t["startTime"])
+    # Only the two stopped trials ran again (the budget is 2), one at a time.
+    assert [(t["status"], t["attempts"]) for t in trials] == [("SUCCEEDED", 2)] * 2
+    assert trials[0]["endTime"] <= trials[1]["startTime"]
 
 
 def test_one_manager_per_experiment_whatever_the_timing(lab: Lab) -> None:

@@ -27,6 +27,7 @@ from tunelab.client import (
     PendingManager,
     by_port,
     config_differences,
+    config_updates,
     create_experiment,
     live_experiments,
     load_config_file,
@@ -46,8 +47,12 @@ FINAL = ("DONE", "STOPPED", "ERROR")
 _PORT = click.IntRange(1, 65535)
 
 
-def _started(client: ExperimentClient, verb: str, foreground: bool) -> None:
+def _started(
+    client: ExperimentClient, verb: str, foreground: bool, notes: tuple[str, ...] = ()
+) -> None:
     say(f"Experiment {client.id} {verb}: {client.url}")
+    for note in notes:
+        say(f"  {note}")
     if not foreground:
         say(f"  status: tunelab experiment status {client.id}")
         say(f"  trials: tunelab trial ls {client.id}")
@@ -98,9 +103,11 @@ def resume(
     """
     client = resolve(experiment_id)
     secrets = None
+    updates: dict[str, Any] = {}
     if config_file is not None:
         config = load_config_file(config_file)
-        differences = config_differences(client.config(), config.to_json())
+        stored, given = client.config(), config.to_json()
+        differences = config_differences(stored, given)
         if differences:
             raise UsageError(
                 f"{config_file} does not describe experiment {client.id}: "
@@ -108,10 +115,16 @@ def resume(
                 f"{client.id}); give its own config file, or none"
             )
         secrets = secrets_of(config.to_json(include_secrets=True))
+        updates = config_updates(stored, given)
     if client.viewed:
         say(f"Closing the read-only view of experiment {client.id} first.")
-    client = resume_experiment(client, port, secrets)
-    _started(client, "resumed", foreground)
+    client = resume_experiment(client, port, secrets, updates)
+    notes = tuple(
+        f"{key} is now {'the one in' if key == 'searchSpace' else json.dumps(value)} "
+        f"{'' if key == 'searchSpace' else 'from '}{config_file}"
+        for key, value in updates.items()
+    )
+    _started(client, "resumed", foreground, notes)
     if foreground:
         sys.exit(follow(client))
 

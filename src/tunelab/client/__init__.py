@@ -29,6 +29,7 @@ from tunelab.client._find import (
 from tunelab.client._launch import (
     DEFAULT_PORT,
     config_differences,
+    config_updates,
     create_experiment,
     load_config_file,
     resume_experiment,
@@ -49,6 +50,7 @@ __all__ = [
     "by_port",
     "clean_platform",
     "config_differences",
+    "config_updates",
     "create_experiment",
     "delete_experiment",
     "live_experiments",

@@ -12,11 +12,12 @@ Decisions:
   store saying RUNNING), DONE (then ``update trialnum`` gives it more budget) or ERROR. A
   running experiment is refused; one open in ``view`` is closed first, since resuming is what
   the view's refusals tell the user to do.
-- ``resume --config FILE`` uses the file for its secrets only (passwords, passphrases, which
-  the store never holds). The file must describe the same experiment: the fields that an
-  update may change (concurrency, trial number, duration, search space) and the ones that say
-  where things are kept (code and working folders, which move when an experiment is saved and
-  loaded elsewhere) may differ; any other difference is refused, naming the fields.
+- ``resume --config FILE`` takes the file's secrets (passwords, passphrases, which the store
+  never holds). The file must describe the same experiment: the fields that an update may
+  change (concurrency, trial number, duration, search space) may differ, and the resumed
+  experiment takes the file's values, written before it runs on; the ones that say where
+  things are kept (code and working folders, which move when an experiment is saved and loaded
+  elsewhere) may differ and are not taken; any other difference is refused, naming the fields.
 - View opens a stopped experiment only; viewing one that is already viewed gives the view
   that exists.
 """
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PORT",
     "config_differences",
+    "config_updates",
     "create_experiment",
     "load_config_file",
     "resume_experiment",
@@ -116,6 +118,16 @@ def config_differences(stored: dict[str, Any], given: dict[str, Any]) -> list[st
     return sorted(key for key in keys if stored.get(key) != given.get(key))
 
 
+def config_updates(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The fields an update may change whose value in ``given`` differs from ``stored`` (two
+    canonical configs), with ``given``'s value (None where ``given`` has none)."""
+    return {
+        key: given.get(key)
+        for key in sorted(UPDATABLE_FIELDS)
+        if stored.get(key) != given.get(key)
+    }
+
+
 def _without(config: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
     """A config without ``fields``, in its training-service sections too (they carry copies
     of the top-level shortcut fields)."""
@@ -173,9 +185,13 @@ def create_experiment(
 
 
 def resume_experiment(
-    client: ExperimentClient, port: int | None = None, secrets: dict[str, str] | None = None
+    client: ExperimentClient,
+    port: int | None = None,
+    secrets: dict[str, str] | None = None,
+    updates: dict[str, Any] | None = None,
 ) -> ExperimentClient:
-    """Start a manager that takes up a stopped, crashed or finished experiment.
+    """Start a manager that takes up a stopped, crashed or finished experiment; ``updates``
+    (fields of :data:`UPDATABLE_FIELDS`, see :func:`config_updates`) change it first.
 
     Raises:
         UsageError: the experiment is running, or the manager refused (busy port, a config
@@ -190,6 +206,8 @@ def resume_experiment(
             f"be resumed (stop it first: tunelab stop {client.id})"
         )
     payload: dict[str, Any] = {"secrets": secrets} if secrets else {}
+    if updates:
+        payload["updates"] = updates
     return _start(client.dir, client.id, "resume", port, payload)
 
 

@@ -8,7 +8,9 @@ Three ways to start:
 * ``--action resume``: the store exists; the experiment takes up where it stopped or where an
   earlier manager died (see :mod:`tunelab.engine._engine`). Secrets, when the training service
   needs them, come again on standard input (``{"secrets": {...}}``, from the config file the
-  user names) or from the environment or an SSH agent.
+  user names) or from the environment or an SSH agent. Changed budgets, concurrency or search
+  space may come with them (``{"updates": {...}}``, from ``tunelab resume --config``): they
+  are written to the store before the experiment runs on.
 * ``--action view``: the store is opened read-only and served; every change is refused.
 * ``--action stop``: the stop of an experiment whose manager died (``tunelab stop`` of a
   crashed experiment, and ``experiment delete`` before it removes anything): its trials are
@@ -68,6 +70,9 @@ __all__ = ["SECRET_KEYS", "STARTUP_ERROR_FILE", "main", "merge_secrets", "strip_
 STARTUP_ERROR_FILE = "startup-error.txt"
 LOCK_FILE = "manager.lock"
 SECRET_KEYS = frozenset({"password", "sshPassphrase"})
+RESUME_UPDATABLE = frozenset(
+    {"trialConcurrency", "maxTrialNumber", "maxExperimentDuration", "searchSpace"}
+)
 logger = logging.getLogger("tunelab.manager")
 
 
@@ -211,8 +216,16 @@ async def serve(
             raise StartupError(f"{exp_dir} holds no experiment to resume")
         store = ExperimentStore(exp_dir / DB_FILE)
         stored = store.experiment()["config"]
+        updates = given.get("updates") or {}
+        if updates:
+            stored = _updated_config(stored, updates)
         prepared = prepare(merge_secrets(stored, given.get("secrets") or {}))
         sock = bind_port(host, port, explicit_port)
+        if updates:
+            # Written before the engine starts, so that no trial runs under the old values.
+            with store.transaction():
+                store.update_experiment(config=stored)
+                store.add_event("experiment_updated", {"resumedWith": sorted(updates)})
 
     engine = Engine(
         experiment_id,
@@ -272,6 +285,22 @@ async def serve(
     write_manager_info(exp_dir, info)
     store.close()
     return engine.status
+
+
+def _updated_config(stored: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """The stored config with the fields a resume was given again changed (a budget, the
+    concurrency, the search space: what ``tunelab update`` may change); None removes one."""
+    config = dict(stored)
+    for key, value in updates.items():
+        if key not in RESUME_UPDATABLE:
+            raise StartupError(f"{key} cannot be changed when resuming")
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    if "searchSpace" in updates:
+        config.pop("searchSpaceFile", None)
+    return config
 
 
 async def _stop_orphaned(exp_dir: Path, experiment_id: str, given: dict[str, Any]) -> str:
