@@ -198,8 +198,9 @@ def test_load_refuses_a_tampered_save_and_writes_nothing(lab: Lab) -> None:
         lab.write(SPACE, SCORE_LETTER.replace('p["c"]', '"a"'), maxTrialNumber=1)
     )
     assert result.code == 0, result.stderr
-    saves = lab.root / "saves"
-    saves.mkdir()
+    # A folder that does not exist yet is made, as nnictl makes it; a file is refused.
+    saves = lab.root / "saves" / "tunelab"
+    assert "not a folder" in _error(lab.tl("experiment", "save", exp, "--path", str(config)))
     assert lab.tl("experiment", "save", exp, "--path", str(saves)).code == 0
     (good,) = saves.iterdir()
     assert lab.tl("experiment", "delete", exp, "--yes").code == 0

@@ -14,6 +14,7 @@ and no folder is given; the stored config is pointed at it. A loaded experiment 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,11 +43,11 @@ _SKIPPED = {DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", MANAGER_FILE, "manager.
 def save_experiment(
     client: ExperimentClient, directory: Path | None = None, *, include_code: bool = False
 ) -> Path:
-    """Write ``tunelab_experiment_<id>.zip`` into ``directory`` (the current folder if None)
-    and return its path."""
+    """Write ``tunelab_experiment_<id>.zip`` into ``directory`` (the current folder if None;
+    made if it does not exist, as nnictl makes it) and return its path."""
     target_dir = Path(directory) if directory is not None else Path.cwd()
-    if not target_dir.is_dir():
-        raise UsageError(f"--path {target_dir}: no such folder; create it or choose another")
+    if target_dir.exists() and not target_dir.is_dir():
+        raise UsageError(f"--path {target_dir}: not a folder; name a folder for the zip")
     target = target_dir / f"tunelab_experiment_{client.id}.zip"
     if target.exists():
         raise UsageError(f"{target} already exists; remove it or choose another --path")
@@ -65,7 +66,10 @@ def save_experiment(
         "trialCodeDirectory": code_dir,
         "hasCode": include_code,
     }
+    made = [d for d in (target_dir, *target_dir.parents) if not d.exists()]
+    target_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
+    saved = False
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
@@ -80,8 +84,13 @@ def save_experiment(
                 away = {partial.resolve(), client.dir.resolve()}
                 _add_folder(archive, Path(code_dir), "code", skip=set(), away=away)
         partial.replace(target)
+        saved = True
     finally:
         partial.unlink(missing_ok=True)
+        if not saved:
+            for folder in made:  # deepest first: what this save made, and only that
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return target
 
 
