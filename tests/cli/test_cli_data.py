@@ -194,9 +194,8 @@ def test_load_refuses_a_file_that_is_not_a_save(lab: Lab) -> None:
 def test_load_refuses_a_tampered_save_and_writes_nothing(lab: Lab) -> None:
     import zipfile
 
-    result, exp = lab.run(
-        lab.write(SPACE, SCORE_LETTER.replace('p["c"]', '"a"'), maxTrialNumber=1)
-    )
+    config = lab.write(SPACE, SCORE_LETTER.replace('p["c"]', '"a"'), maxTrialNumber=1)
+    result, exp = lab.run(config)
     assert result.code == 0, result.stderr
     # A folder that does not exist yet is made, as nnictl makes it; a file is refused.
     saves = lab.root / "saves" / "tunelab"
