@@ -199,7 +199,7 @@ def test_load_refuses_a_tampered_save_and_writes_nothing(lab: Lab) -> None:
     assert result.code == 0, result.stderr
     # A folder that does not exist yet is made, as nnictl makes it; a file is refused.
     saves = lab.root / "saves" / "tunelab"
-    assert "not a folder" in _error(lab.tl("experiment", "save", exp, "--path", str(config)))
+    assert "is a file" in _error(lab.tl("experiment", "save", exp, "--path", str(config)))
     assert lab.tl("experiment", "save", exp, "--path", str(saves)).code == 0
     (good,) = saves.iterdir()
     assert lab.tl("experiment", "delete", exp, "--yes").code == 0
