@@ -26,7 +26,17 @@ COUNTING_TUNER = """
 import json, os
 import nni
 from nni.tuner import Tuner
-from nni.utils import extract_scalar_reward
+from nni.utils import ClassArgsValidator, MetricType, extract_scalar_reward
+
+assert MetricType.FINAL == "FINAL" and MetricType.PERIODICAL == "PERIODICAL"
+
+
+class CountingValidator(ClassArgsValidator):
+    def validate_class_args(self, **kwargs):
+        if "limit" in kwargs:
+            self.range("limit", int, 1, 100).validate(kwargs["limit"])
+        if "optimize_mode" in kwargs:
+            self.choices("optimize_mode", "maximize", "minimize").validate(kwargs["optimize_mode"])
 
 
 class CountingTuner(Tuner):
@@ -43,6 +53,7 @@ class CountingTuner(Tuner):
         return {"x": round(parameter_id * self.step, 6)}
 
     def receive_trial_result(self, parameter_id, parameters, value, **kwargs):
+        assert kwargs["customized"] is False  # as NNI passes it for the tuner's own trials
         self.results.append(extract_scalar_reward(value))
         path = os.path.join(os.path.dirname(__file__), "results.json")
         with open(path, "w") as f:
@@ -176,6 +187,7 @@ def test_algo_register_list_show_use_and_unregister(lab: Lab) -> None:
             algoType: tuner
             builtinName: Counting
             className: counting_tuner.CountingTuner
+            classArgsValidator: counting_tuner.CountingValidator
             codeDirectory: {tuners}
             """
         ),
@@ -205,6 +217,19 @@ def test_algo_register_list_show_use_and_unregister(lab: Lab) -> None:
     result, exp = lab.run(config)
     assert result.code == 0, result.stderr
     assert len(lab.trials(exp)) == 2
+    # The registered validator (NNI's ClassArgsValidator and its rules) checks classArgs.
+    refusals = [
+        ({"limit": 0}, "limit should be a int in range [1, 100]!"),
+        ({"optimize_mode": "up"}, "optimize_mode should be in ['maximize', 'minimize']!"),
+    ]
+    for bad, words in refusals:
+        config = lab.write(
+            SPACE, REPORT_X, name="bad", tuner={"name": "counting", "classArgs": bad}
+        )
+        refused = lab.cli("config", "check", str(config))
+        assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "rejected by counting_tuner.CountingValidator" in refused.stderr
+        assert words in refused.stderr, refused.stderr
 
     assert lab.cli("algo", "unregister", "Counting").code == 0
     again = lab.cli("config", "check", str(config))

@@ -194,7 +194,10 @@ class NniTunerAdapter(Tuner):
         if trial in self._foreign:
             self.instance.import_data([{"parameter": observation.parameters, "value": reported}])
         else:
-            self.instance.receive_trial_result(trial, observation.parameters, reported)
+            # NNI passes customized= with every result of a trial its tuner suggested.
+            self.instance.receive_trial_result(
+                trial, observation.parameters, reported, customized=False
+            )
 
     def trial_end(self, trial: int, succeeded: bool) -> None:
         super().trial_end(trial, succeeded)

@@ -7,7 +7,14 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["OptimizeMode", "extract_scalar_history", "extract_scalar_reward", "merge_parameter"]
+__all__ = [
+    "ClassArgsValidator",
+    "MetricType",
+    "OptimizeMode",
+    "extract_scalar_history",
+    "extract_scalar_reward",
+    "merge_parameter",
+]
 
 _Base = TypeVar("_Base")
 
@@ -17,6 +24,52 @@ class OptimizeMode(enum.Enum):
 
     Minimize = "minimize"
     Maximize = "maximize"
+
+
+class MetricType:
+    """The kinds of metric record (NNI's names)."""
+
+    FINAL = "FINAL"
+    PERIODICAL = "PERIODICAL"
+    REQUEST_PARAMETER = "REQUEST_PARAMETER"
+
+
+class _Rule:
+    """One check on a class argument, usable on its own (``rule.validate(value)``) or as a
+    value in a ``schema.Schema`` (which calls ``validate``)."""
+
+    def __init__(self, test: Any, error: str) -> None:
+        self._test, self._error = test, error
+
+    def validate(self, value: Any) -> Any:
+        if not self._test(value):
+            raise ValueError(self._error)
+        return value
+
+
+class ClassArgsValidator:
+    """Base of a custom algorithm's ``classArgsValidator`` (named in its ``algo register``
+    meta file): ``validate_class_args(**class_args)`` raises when the arguments are wrong;
+    this base accepts anything. ``choices`` and ``range`` make the usual checks."""
+
+    def validate_class_args(self, **kwargs: Any) -> None:
+        """Check the class arguments; raise an exception that says what is wrong."""
+
+    def choices(self, key: str, *args: Any) -> _Rule:
+        """A rule: the value is one of ``args``."""
+        return _Rule(
+            lambda value: value in args, f"{key} should be in [{', '.join(map(repr, args))}]!"
+        )
+
+    def range(self, key: str, keyType: type, start: Any, end: Any) -> _Rule:
+        """A rule: the value is a ``keyType`` between ``start`` and ``end``, both included."""
+
+        def test(value: Any) -> bool:
+            if not isinstance(value, keyType) or (keyType is int and isinstance(value, bool)):
+                return False
+            return bool(start <= value <= end)
+
+        return _Rule(test, f"{key} should be a {keyType.__name__} in range [{start}, {end}]!")
 
 
 def merge_parameter(base_params: _Base, override_params: Mapping[str, Any] | None) -> _Base:
