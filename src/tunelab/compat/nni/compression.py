@@ -4,5 +4,5 @@ from ._unsupported import unsupported
 
 unsupported(
     __name__,
-    "for model compression use tunelab.compression (installed with tunelab's torch extra)",
+    "model compression is not part of tunelab yet",
 )

@@ -4,6 +4,7 @@ from ._unsupported import unsupported
 
 unsupported(
     __name__,
-    "start experiments with the tunelab CLI (tunelab create --config config.yml), not "
-    "from inside a trial",
+    "start experiments with the tunelab CLI (tunelab create --config config.yml) or, in a "
+    "launch script, with 'from tunelab import Experiment' (NNI's Experiment API), not from "
+    "inside a trial",
 )

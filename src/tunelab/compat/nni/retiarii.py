@@ -4,5 +4,5 @@ from ._unsupported import unsupported
 
 unsupported(
     __name__,
-    "for neural architecture search use tunelab.nas (installed with tunelab's torch extra)",
+    "neural architecture search is not part of tunelab yet",
 )
