@@ -106,15 +106,27 @@ def test_import_feeds_another_experiments_tuner_which_skips_those_points(
         others = [letter for letter in "abcd" if letter != tried]
         imported, left = others[:2], others[2]
         records = [{"parameter": {"c": letter}, "value": 0.5} for letter in imported]
+        # Two that do not fit the space: a value it does not hold, a parameter it lacks.
+        records += [
+            {"parameter": {"c": "z"}, "value": 0.9},
+            {"parameter": {"c": left, "extra": 1}, "value": 0.1},
+        ]
         data = lab.root / "data.json"
         data.write_text(json.dumps(records))
-        expected = 2
+        expected, outside = 4, 2
     else:
-        data, expected, left = exported, 4, None
+        data, expected, left, outside = exported, 4, None, 0
 
     result = lab.cli("experiment", "import", target, "--filename", str(data))
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == f"Imported {expected} results into experiment {target}."
+    if outside:
+        assert result.stderr.startswith(
+            "warning: 2 of them do not fit its search space (a parameter missing, extra or "
+            "out of its range): the tuner keeps them but cannot learn from them"
+        ), result.stderr
+    else:
+        assert result.stderr == ""
     assert lab.tl("update", "trialnum", target, "-v", "10").code == 0
     profile = lab.wait_status(target, ["DONE"])
     points = sorted(t["parameters"]["c"] for t in lab.client(target).trials())

@@ -210,7 +210,7 @@ def test_unknown_trials_are_404_and_import_checks_its_items(finished: Live) -> N
             {"parameter": {"x": 3}, "value": {"default": 1}},
         ],
     )
-    assert good.json() == {"imported": 2}
+    assert good.json() == {"imported": 2, "outsideSpace": 0}
 
 
 def wait_gone(live: Live) -> None:

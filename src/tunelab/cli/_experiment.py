@@ -194,8 +194,16 @@ def experiment_import(experiment_id: str | None, filename: str) -> None:
     data = read_data_file(filename)
     records = import_records(data, filename)
     client = target(experiment_id)
-    count = client.import_data(records)
+    done = client.import_data(records)
+    count, outside = done["imported"], done["outsideSpace"]
     say(f"Imported {count} result{'s' if count != 1 else ''} into experiment {client.id}.")
+    if outside:
+        warn(
+            f"warning: {outside} of them do{'es' if outside == 1 else ''} not fit its search "
+            "space (a parameter missing, extra or out of its range): the tuner keeps "
+            f"{'it' if outside == 1 else 'them'} but cannot learn from "
+            f"{'it' if outside == 1 else 'them'} (tunelab config show {client.id})"
+        )
 
 
 @experiment.command("save")

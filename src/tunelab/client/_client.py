@@ -373,10 +373,12 @@ class ExperimentClient:
         result: dict[str, Any] = self._change("POST", f"/trials/{quote(trial_id, safe='')}/rerun")
         return result
 
-    def import_data(self, records: list[dict[str, Any]]) -> int:
-        """Feed ``[{parameter, value}, ...]`` to the tuner; returns how many were taken."""
+    def import_data(self, records: list[dict[str, Any]]) -> dict[str, int]:
+        """Feed ``[{parameter, value}, ...]`` to the tuner; returns ``{imported,
+        outsideSpace}``: how many were taken, and how many of them do not fit the search
+        space (the tuner keeps them but cannot learn from them)."""
         result = self._change("POST", "/import", records)
-        return int(result["imported"])
+        return {"imported": int(result["imported"]), "outsideSpace": int(result["outsideSpace"])}
 
     # -- stop --------------------------------------------------------------------------------
 

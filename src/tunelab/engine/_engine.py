@@ -344,15 +344,20 @@ class Engine:
         self._wake.set()
         return live.record
 
-    async def import_data(self, records: list[tuple[dict[str, Any], Any]]) -> int:
+    async def import_data(self, records: list[tuple[dict[str, Any], Any]]) -> tuple[int, int]:
         """Feed earlier results (parameters, metric) to the tuner; they are stored so that a
-        resumed experiment feeds them again, and are not trials."""
+        resumed experiment feeds them again, and are not trials. Returns how many were
+        imported, and how many of those do not fit the current search space (a parameter
+        missing, extra or out of its domain): the tuner keeps those but cannot learn from
+        them."""
+        space = SearchSpace.from_json(self.store.experiment()["config"].get("searchSpace") or {})
+        outside = sum(1 for parameters, _ in records if space.from_parameters(parameters) is None)
         with self.store.transaction():
             ids = self.store.add_imported(records)
             self.store.add_event("data_imported", {"count": len(ids)})
         await self._call_tuner(self._feed_imported, list(zip(ids, records, strict=True)))
         self._after_change()
-        return len(ids)
+        return len(ids), outside
 
     def _feed_imported(self, items: list[tuple[int, tuple[dict[str, Any], Any]]]) -> None:
         for record_id, (parameters, value) in items:

@@ -22,7 +22,8 @@ Endpoints (all under ``/api/v1``):
   chosen parameters; ``POST /trials/{id}/rerun`` adds one with a trial's parameters;
   ``DELETE /trials/{id}`` kills a waiting or running trial.
 * ``GET /export`` (``format=json|csv``, ``intermediate``); ``POST /import``
-  ``[{parameter, value}, ...]`` feeds earlier results to the tuner.
+  ``[{parameter, value}, ...]`` feeds earlier results to the tuner; answers
+  ``{imported, outsideSpace}`` (how many do not fit the search space).
 * ``GET /logs/{name}``: a file of the experiment's log folder.
 
 A manager opened with ``view`` serves the same reads and refuses every change with 409.
@@ -284,8 +285,8 @@ def create_app(
     async def import_data(body: Annotated[list[Any], Body()]) -> dict[str, Any]:
         running = live_engine()
         records = _import_records(body)
-        count = await running.import_data(records)
-        return {"imported": count}
+        count, outside = await running.import_data(records)
+        return {"imported": count, "outsideSpace": outside}
 
     @app.get(f"{API}/logs/{{name}}", dependencies=[Depends(read_access)])
     def get_log(name: str) -> FileResponse:
