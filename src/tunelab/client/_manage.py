@@ -72,11 +72,7 @@ def delete_experiment(
             stop_orphaned(client, secrets)
         except Exception as error:
             message = f"experiment {client.id}: its trials could not be ended ({error})"
-            if not force:
-                raise UsageError(
-                    f"{message}; nothing was deleted (give the config with --config if it "
-                    "needs a password, or use --force to delete the local files anyway)"
-                ) from None
+            _failed(message, force)
             warnings.append(message)
     try:
         config = client.config()
@@ -95,15 +91,21 @@ def delete_experiment(
                 f"experiment {client.id}: the training service ({_platforms(config)}) could "
                 f"not remove what the experiment left there: {error}"
             )
-            if not force:
-                raise UsageError(
-                    f"{message}; nothing was deleted (give the config with --config if it "
-                    "needs a password, or use --force to delete the local files anyway)"
-                ) from None
+            _failed(message, force)
             warnings.append(message)
     shutil.rmtree(client.dir, ignore_errors=True)
     (tunelab_home() / f"{client.id}.link").unlink(missing_ok=True)
     return warnings
+
+
+def _failed(message: str, force: bool) -> None:
+    """A step of a delete failed: without ``force`` nothing is deleted (a UsageError saying
+    so); with it, the caller goes on and warns."""
+    if not force:
+        raise UsageError(
+            f"{message}; nothing was deleted (give the config with --config if it needs a "
+            "password, or use --force to delete the local files anyway)"
+        )
 
 
 def clean_platform(config_json: dict[str, Any]) -> str:

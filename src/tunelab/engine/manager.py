@@ -54,7 +54,7 @@ import uvicorn
 
 from tunelab.engine import _states as st
 from tunelab.engine._engine import Engine
-from tunelab.engine._prepare import prepare
+from tunelab.engine._prepare import Prepared, prepare
 from tunelab.errors import TunelabError
 from tunelab.server import create_app
 from tunelab.store import (
@@ -227,15 +227,7 @@ async def serve(
                 store.update_experiment(config=stored)
                 store.add_event("experiment_updated", {"resumedWith": sorted(updates)})
 
-    engine = Engine(
-        experiment_id,
-        exp_dir,
-        prepared.settings,
-        store,
-        prepared.service,
-        prepared.tuner,
-        prepared.assessor,
-    )
+    engine = _engine(experiment_id, exp_dir, prepared, store)
     token = secrets.token_urlsafe(32)
     stopping = asyncio.Event()
 
@@ -303,6 +295,20 @@ def _updated_config(stored: dict[str, Any], updates: dict[str, Any]) -> dict[str
     return config
 
 
+def _engine(
+    experiment_id: str, exp_dir: Path, prepared: Prepared, store: ExperimentStore
+) -> Engine:
+    return Engine(
+        experiment_id,
+        exp_dir,
+        prepared.settings,
+        store,
+        prepared.service,
+        prepared.tuner,
+        prepared.assessor,
+    )
+
+
 async def _stop_orphaned(exp_dir: Path, experiment_id: str, given: dict[str, Any]) -> str:
     """Stop an experiment whose manager died (see the module docstring); no API is served."""
     if not (exp_dir / DB_FILE).exists():
@@ -311,15 +317,7 @@ async def _stop_orphaned(exp_dir: Path, experiment_id: str, given: dict[str, Any
     try:
         stored = store.experiment()["config"]
         prepared = prepare(merge_secrets(stored, given.get("secrets") or {}))
-        engine = Engine(
-            experiment_id,
-            exp_dir,
-            prepared.settings,
-            store,
-            prepared.service,
-            prepared.tuner,
-            prepared.assessor,
-        )
+        engine = _engine(experiment_id, exp_dir, prepared, store)
         await prepared.service.start()
         try:
             status = await engine.run(resume=True, stop=True)
