@@ -191,9 +191,9 @@ class Experiment:
         """Start the experiment and, with ``wait_completion``, wait until it ends.
 
         Returns:
-            True when it ended DONE or STOPPED, False when it ended in ERROR; None when not
-            waiting, or when Ctrl-C stopped it. After waiting, the manager is stopped; the
-            results stay readable.
+            True when it ended DONE or STOPPED, False when it ended in ERROR or its manager
+            died; None when not waiting, or when Ctrl-C stopped it. After waiting, the manager
+            is stopped; the results stay readable.
         """
         self.start(port, debug)
         if not wait_completion:
@@ -204,7 +204,7 @@ class Experiment:
         """Stop the experiment (every trial ends, USER_CANCELED) and its manager."""
         client = self._require()
         client.refresh()
-        if client.running:
+        if client.running or client.orphaned:  # a dead manager's trials are ended too
             status = client.stop()
             logger.info("Experiment %s stopped (%s)", self.id, status)
         if client.process is not None:
@@ -232,6 +232,14 @@ class Experiment:
     def _wait_completion(self) -> bool:
         while True:
             status = self.get_status()
+            client = self._require()
+            if status in ("DONE", "STOPPED") and client.orphaned:
+                logger.error(
+                    "Experiment %s: its manager died (see %s); its trials are ended now",
+                    self.id,
+                    client.dir / "log",
+                )
+                return False
             if status in ("DONE", "STOPPED"):
                 return True
             if status == "ERROR":

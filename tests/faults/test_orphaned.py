@@ -29,6 +29,18 @@ tunelab.report_final_result(p["x"])
 def _orphan(lab: Lab) -> tuple[str, Path, list[int]]:
     """Two trials running, then the manager killed; returns the experiment, the gates folder
     and the trials' process ids."""
+    exp, gates, pids = _orphan_ready(lab)
+    client = lab.client(exp)
+    os.kill(client.manager.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not process_gone(client.manager.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(process_gone(pid) for pid in pids)  # the trials outlive their manager
+    return exp, gates, pids
+
+
+def _orphan_ready(lab: Lab) -> tuple[str, Path, list[int]]:
+    """Two trials running under a live manager; returns what :func:`_orphan` returns."""
     gates = lab.root / "gates"
     gates.mkdir()
     config = lab.write(
@@ -43,11 +55,6 @@ def _orphan(lab: Lab) -> tuple[str, Path, list[int]]:
     client = lab.client(exp)
     pids = [int(p.read_text()) for p in client.dir.glob("trials/*/.pid")]
     assert len(pids) == 2
-    os.kill(client.manager.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while not process_gone(client.manager.pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not any(process_gone(pid) for pid in pids)  # the trials outlive their manager
     return exp, gates, pids
 
 
@@ -113,3 +120,109 @@ def test_delete_after_the_manager_died_ends_its_trials_first(lab: Lab) -> None:
     assert all(process_gone(pid) for pid in pids)
     assert lab_processes(lab.home) == []
     assert not exp_dir.exists()
+
+
+def test_a_stop_whose_manager_hangs_ends_the_trials_all_the_same(lab: Lab) -> None:
+    exp, _, pids = _orphan_ready(lab)
+    client = lab.client(exp)
+    os.kill(client.manager.pid, signal.SIGSTOP)  # it takes no request and never ends
+
+    status = client.stop(timeout=2)
+
+    assert status == "STOPPED"
+    assert all(process_gone(pid) for pid in pids)
+    assert lab_processes(lab.home) == []
+    assert {t["status"] for t in lab.client(exp).trials()} == {"USER_CANCELED"}
+
+
+def test_stop_closes_the_view_of_a_dead_managers_experiment_and_ends_its_trials(
+    lab: Lab,
+) -> None:
+    exp, _, pids = _orphan(lab)
+    assert lab.cli("view", exp).code == 0
+
+    result = lab.cli("stop", exp)
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"Experiment {exp}: read-only view closed.",
+        f"Experiment {exp} stopped (STOPPED); its manager had died: its trials were taken up, "
+        "those that had ended recorded and the others ended.",
+    ]
+    assert all(process_gone(pid) for pid in pids)
+    assert lab_processes(lab.home) == []
+    assert {t["status"] for t in lab.client(exp).trials()} == {"USER_CANCELED"}
+
+
+def test_a_stop_after_everything_ended_and_the_budget_is_used_says_done(lab: Lab) -> None:
+    exp, gates, pids = _orphan(lab)
+    for sequence in ("0", "1"):
+        (gates / sequence).touch()
+    deadline = time.monotonic() + 20
+    while not all(process_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    result = lab.cli("stop", exp)
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(f"Experiment {exp} stopped (DONE); its manager had died")
+    trials = sorted(lab.client(exp).trials(), key=lambda t: t["sequence"])
+    assert [(t["status"], t["finalMetric"]) for t in trials] == [
+        ("SUCCEEDED", 1),
+        ("SUCCEEDED", 2),
+    ]
+
+
+KILLER_TRIAL = """
+import json, os, pathlib, signal, time, tunelab
+tunelab.get_next_parameter()
+if tunelab.get_sequence_id() == 0:
+    folder = pathlib.Path(os.environ["TUNELAB_HOME"]) / tunelab.get_experiment_id()
+    manager = json.loads((folder / "manager.json").read_text())["pid"]
+    os.kill(manager, signal.SIGKILL)
+time.sleep(120)
+"""
+
+
+def test_python_run_whose_manager_dies_returns_false_and_leaves_nothing_running(
+    lab: Lab,
+) -> None:
+    from tunelab import Experiment
+    from tunelab.config import load_config
+
+    config = lab.write(SPACE, KILLER_TRIAL, maxTrialNumber=2, trialConcurrency=2)
+    experiment = Experiment(load_config(config))
+
+    assert experiment.run() is False
+
+    client = lab.client(experiment.id)
+    assert not client.running and not client.orphaned
+    assert client.experiment()["status"] == "STOPPED"
+    assert all(t["status"] != "RUNNING" for t in client.trials())
+    assert lab_processes(lab.home) == []
+
+
+def test_a_loaded_copy_never_touches_the_originals_trials(lab: Lab, tmp_path: Path) -> None:
+    gates = lab.root / "gates"
+    gates.mkdir()
+    config = lab.write(SPACE, TRIAL.format(gates=str(gates)), maxTrialNumber=2)
+    exp = lab.start(config)
+    lab.wait_running(exp, 2)
+    original = lab.client(exp)
+    pids = [int(p.read_text()) for p in original.dir.glob("trials/*/.pid")]
+    saves = tmp_path / "saves"
+    assert lab.tl("experiment", "save", exp, "--path", str(saves)).code == 0
+    (archive,) = saves.iterdir()
+
+    copy = Lab(home=tmp_path / "copy-home", root=tmp_path)
+    assert copy.cli("experiment", "load", "--path", str(archive)).code == 0
+    assert copy.cli("stop", exp).code == 0  # saved while running: its manager is gone
+    assert copy.cli("resume", exp).code == 0
+    copy.wait_running(exp, 2)
+    assert copy.cli("stop", exp).code == 0
+
+    # The original's trials ran on untouched, under its own manager.
+    assert not any(process_gone(pid) for pid in pids)
+    assert {t["status"] for t in original.trials()} == {"RUNNING"}
+    assert original.running
+    assert lab.cli("stop", exp).code == 0

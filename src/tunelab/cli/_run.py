@@ -38,6 +38,7 @@ from tunelab.client import (
     stoppable_experiments,
     view_experiment,
 )
+from tunelab.client._client import LIVE_STATES
 from tunelab.client._signals import Signalled, signals_raise
 from tunelab.errors import UsageError
 
@@ -176,16 +177,18 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
     else:
         targets = [target(None, ", or use --all")]
     for client in targets:
-        was_viewed, was_orphaned = client.viewed, client.orphaned
+        was_viewed = client.viewed
+        # Its manager died (a view of it may be open): the stop takes up its trials.
+        was_orphaned = client.orphaned or (was_viewed and client.stored_status() in LIVE_STATES)
         status = client.stop()
         if was_viewed:
             say(f"Experiment {client.id}: read-only view closed.")
-        elif was_orphaned:
+        if was_orphaned:
             say(
                 f"Experiment {client.id} stopped ({status}); its manager had died: its trials "
                 "were taken up, those that had ended recorded and the others ended."
             )
-        else:
+        elif not was_viewed:
             say(f"Experiment {client.id} stopped ({status}).")
     if stop_all:
         say(f"Stopped {len(targets)} experiment{'s' if len(targets) != 1 else ''}: "

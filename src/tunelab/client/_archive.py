@@ -10,6 +10,8 @@ runs it on. An id that already exists here is refused. The trial code goes to th
 with ``codeDir`` (it must be empty or absent), or to ``<experiment>/code`` when the zip holds it
 and no folder is given; the stored config is pointed at it. A loaded experiment lives in
 ``$TUNELAB_HOME`` whatever ``experimentWorkingDirectory`` said, and that field is dropped.
+Trials that were running when it was saved run again when the copy is resumed: where they ran
+is the original's business, and a copy never takes up or ends the original's processes.
 """
 
 from __future__ import annotations
@@ -245,7 +247,14 @@ def _rewrite_config(exp_dir: Path, old_code: str | None, new_code: Path | None) 
         config.pop("experimentWorkingDirectory", None)
         if new_code is not None:
             _replace_code_dir(config, old_code, str(new_code))
-        store.update_experiment(config=config)
+        with store.transaction():
+            store.update_experiment(config=config)
+            # Where the saved experiment's trials ran (process ids, remote folders, Ray
+            # tasks) is the original's, not this copy's: a resume of the copy must not take
+            # up, or end, the original's trials. Those that ran run again in the copy.
+            for trial in store.trials():
+                if trial.handle is not None:
+                    store.update_trial(trial.sequence, handle=None)
         return str(profile["id"])
     finally:
         store.close()

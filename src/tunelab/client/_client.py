@@ -90,16 +90,19 @@ class ExperimentClient:
         """Whether no manager serves this experiment although its store says it runs: its
         manager died (killed, or its machine went down), and trials it started may still run
         until a resume takes them up or a stop ends them."""
-        if self.manager is not None:
-            return False
+        return self.manager is None and self.stored_status() in LIVE_STATES
+
+    def stored_status(self) -> str | None:
+        """The state the store holds, as its last manager wrote it (None without a readable
+        store): a manager that died leaves a live state there."""
         try:
             store = self._store()
-        except Exception:  # no store (a folder being made or removed): nothing to take up
-            return False
+        except Exception:  # no store (a folder being made or removed)
+            return None
         try:
-            return str(store.experiment()["status"]) in LIVE_STATES
+            return str(store.experiment()["status"])
         except Exception:
-            return False
+            return None
         finally:
             store.close()
 
@@ -391,11 +394,11 @@ class ExperimentClient:
         :attr:`orphaned`) is stopped by a manager started for that alone, which takes up its
         trials, records those that ended and ends the others.
         """
+        from tunelab.client._launch import stop_orphaned
+
         self.refresh()
         if self.manager is None:
             if self.orphaned:
-                from tunelab.client._launch import stop_orphaned
-
                 return stop_orphaned(self, timeout=timeout)
             status = self.experiment()["status"]
             raise UsageError(f"experiment {self.id} is not running ({status})")
@@ -407,6 +410,11 @@ class ExperimentClient:
         if self.process is not None:
             self.process.poll()  # reaped by _end_process; let the Popen know
         self.manager = None
+        if self.orphaned:
+            # The manager ended without finishing the stop (killed meanwhile, or hung and
+            # killed above), or it was a read-only view of an experiment whose manager had
+            # died: its trials are taken up and ended now.
+            return stop_orphaned(self, timeout=timeout)
         return str(self.experiment()["status"])
 
 

@@ -204,6 +204,11 @@ class Engine:
                 await self._recover()
             if stop:
                 await self._record_ended_trials()
+                if not self._live and not self._can_submit():
+                    # Everything ended while no manager watched, and the budget is used:
+                    # the experiment had finished, and says so.
+                    self._set_status(st.DONE)
+                    return self.status
             await self._loop()
         except Exception as error:  # a bug or a tuner failure must not leave trials running
             logger.exception("Experiment %s failed", self.experiment_id)
@@ -232,6 +237,11 @@ class Engine:
         return {
             seq: live.waiting_reason for seq, live in self._live.items() if live.waiting_reason
         }
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for: the experiment takes no more changes."""
+        return self._stop_requested
 
     @property
     def is_running(self) -> bool:

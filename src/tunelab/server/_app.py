@@ -130,6 +130,13 @@ def create_app(
                 f"experiment {store.experiment()['id']} is open read-only (view); resume it "
                 "to change it: tunelab resume <id>",
             )
+        if engine.stopping:
+            experiment_id = store.experiment()["id"]
+            raise HTTPException(
+                409,
+                f"experiment {experiment_id} is stopping; changes are refused (once it has "
+                f"stopped, tunelab resume {experiment_id} takes it up again)",
+            )
         return engine
 
     def _find(trial_id: str) -> Any:

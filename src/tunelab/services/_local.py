@@ -192,6 +192,16 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def _another_trials(pid: int, trial_dir: Path) -> bool:
+    """Whether the process ``pid`` is a trial of another trial folder (its environment says
+    so); False when it is this trial's, is no trial, is gone, or cannot be read."""
+    try:
+        folder = psutil.Process(pid).environ().get(ENV_TRIAL_DIR)
+    except (psutil.Error, OSError):
+        return False
+    return folder is not None and Path(folder) != trial_dir
+
+
 def _wrapper_from_pid_file(trial_dir: Path) -> int | None:
     try:
         pid = int((trial_dir / PID_FILE).read_text().strip())
@@ -389,7 +399,9 @@ class LocalTrainingService(TrainingService):
             # The manager died between starting the trial and storing its handle: the
             # wrapper's pid file still tells, if the process there is a trial wrapper.
             pid, create_time = _wrapper_from_pid_file(spec.trial_dir), None
-        if pid is None:
+        if pid is None or _another_trials(pid, spec.trial_dir):
+            # No process, or one of another trial's (a loaded copy of an experiment whose
+            # original still runs holds the same ids): this trial's process is gone.
             return None
         handle = _LocalHandle(spec, placement)
         handle.pid = pid
