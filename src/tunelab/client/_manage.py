@@ -24,6 +24,11 @@ from tunelab.store import tunelab_home
 
 __all__ = ["clean_platform", "delete_experiment"]
 
+_PASSWORD_HINT = (
+    "give the config with --config if it needs a password, or use --force to delete the local "
+    "files anyway"
+)
+
 
 def _platforms(config: dict[str, Any]) -> str:
     sections = config.get("trainingService") or {"platform": "local"}
@@ -72,7 +77,7 @@ def delete_experiment(
             stop_orphaned(client, secrets)
         except Exception as error:
             message = f"experiment {client.id}: its trials could not be ended ({error})"
-            _failed(message, force)
+            _failed(message, force, "try again, or use --force to delete the local files anyway")
             warnings.append(message)
     try:
         config = client.config()
@@ -98,14 +103,11 @@ def delete_experiment(
     return warnings
 
 
-def _failed(message: str, force: bool) -> None:
+def _failed(message: str, force: bool, hint: str = _PASSWORD_HINT) -> None:
     """A step of a delete failed: without ``force`` nothing is deleted (a UsageError saying
-    so); with it, the caller goes on and warns."""
+    so, with ``hint``); with it, the caller goes on and warns."""
     if not force:
-        raise UsageError(
-            f"{message}; nothing was deleted (give the config with --config if it needs a "
-            "password, or use --force to delete the local files anyway)"
-        )
+        raise UsageError(f"{message}; nothing was deleted ({hint})")
 
 
 def clean_platform(config_json: dict[str, Any]) -> str:
