@@ -598,3 +598,33 @@ def test_importing_tunelab_services_does_not_import_ray() -> None:
     code = "import sys, tunelab.services; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_address_where_no_cluster_listens_is_refused_at_once(lab: Lab, scheme: str) -> None:
+    """Ray itself would retry for minutes, with nothing said: a create that hung, and a
+    manager nothing could stop."""
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"{scheme}127.0.0.1:{port}"
+    config = lab.write(
+        {"x": {"_type": "uniform", "_value": [0, 1]}},
+        "print(1)\n",
+        maxTrialNumber=1,
+        trainingService={"platform": "ray", "address": address, "trialCpuNumber": 1},
+    )
+
+    started = time.monotonic()
+    result = lab.cli("create", "--config", str(config))
+
+    assert time.monotonic() - started < 60
+    assert result.code == 2, result.stderr
+    assert result.stderr.strip() == (
+        "tunelab: invalid config: trainingService.address: no Ray cluster answers there "
+        f"(Connection refused) (got '{address}'); start the cluster (ray start --head) or "
+        "correct the address, host:port of its head node"
+    )
+    assert not lab.home.exists() or not any(lab.home.iterdir())

@@ -136,6 +136,35 @@ class _QuietSigterm(logging.Filter):
         return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
+_CONNECT_SECONDS = 120.0
+_PROBE_SECONDS = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once an address where nothing listens (Ray itself retries for minutes):
+    a plain TCP connection to the host and port of ``host:port`` or ``ray://host:port``."""
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)/?", address.strip())
+    if match is None:
+        return  # "auto", or a form Ray resolves itself
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_SECONDS):
+            return
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            Issue(
+                "trainingService.address",
+                f"no Ray cluster answers there ({reason})",
+                address,
+                "start the cluster (ray start --head) or correct the address, host:port of "
+                "its head node",
+            )
+        ) from None
+
+
 def _connect(address: str | None) -> None:
     import ray
 
@@ -321,7 +350,23 @@ class RayTrainingService(TrainingService):
         if self._connected:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _connect, self._address)
+        if self._address is not None:
+            await loop.run_in_executor(None, _check_reachable, self._address)
+        try:
+            await asyncio.wait_for(
+                loop.run_in_executor(None, _connect, self._address), _CONNECT_SECONDS
+            )
+        except asyncio.TimeoutError:
+            # Ray keeps trying in its thread; the manager that gets this error ends.
+            where = self._address or "the local cluster tunelab starts"
+            raise ConfigError(
+                Issue(
+                    "trainingService.address",
+                    f"the Ray cluster did not accept a connection within {_CONNECT_SECONDS:g} s",
+                    where,
+                    "check that the cluster runs (ray status) and that its address is right",
+                )
+            ) from None
         self._connected = True
         where = self._address or "a local Ray cluster started by tunelab"
         logger.info("Ray training service connected to %s", where)
