@@ -226,3 +226,28 @@ def test_a_loaded_copy_never_touches_the_originals_trials(lab: Lab, tmp_path: Pa
     assert {t["status"] for t in original.trials()} == {"RUNNING"}
     assert original.running
     assert lab.cli("stop", exp).code == 0
+
+
+def test_stop_all_goes_on_past_an_experiment_it_cannot_stop(lab: Lab) -> None:
+    import fcntl
+
+    stuck, _, stuck_pids = _orphan(lab)
+    other = lab.start(lab.write(SPACE, TRIAL.format(gates=str(lab.root / "gates")), name="b"))
+    lab.wait_running(other, 2)
+    # Something else holds the dead manager's experiment: its stop is refused.
+    with open(lab.client(stuck).dir / "manager.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = lab.cli("stop", "--all")
+
+    assert result.code == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"tunelab: experiment {stuck} could not be stopped: experiment {stuck}")
+    assert "already open in another manager" in line
+    assert sorted(result.stdout.splitlines()) == sorted(
+        [f"Experiment {other} stopped (STOPPED).", "Stopped 1 of 2 experiments."]
+    )
+    assert not lab.client(other).running
+    # Once nothing holds it, it stops as any other.
+    assert lab.cli("stop", stuck).code == 0
+    assert all(process_gone(pid) for pid in stuck_pids)
+    assert lab_processes(lab.home) == []

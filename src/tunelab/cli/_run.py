@@ -24,6 +24,7 @@ from tunelab.cli._common import (
 )
 from tunelab.client import (
     ExperimentClient,
+    ManagerError,
     PendingManager,
     by_port,
     config_differences,
@@ -176,23 +177,40 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
         targets = orphaned
     else:
         targets = [target(None, ", or use --all")]
+    failed: list[Exception] = []
     for client in targets:
-        was_viewed = client.viewed
-        # Its manager died (a view of it may be open): the stop takes up its trials.
-        was_orphaned = client.orphaned or (was_viewed and client.stored_status() in LIVE_STATES)
-        status = client.stop()
-        if was_viewed:
-            say(f"Experiment {client.id}: read-only view closed.")
-        if was_orphaned:
-            say(
-                f"Experiment {client.id} stopped ({status}); its manager had died: its trials "
-                "were taken up, those that had ended recorded and the others ended."
-            )
-        elif not was_viewed:
-            say(f"Experiment {client.id} stopped ({status}).")
+        try:
+            _stop_one(client)
+        except (UsageError, ManagerError) as error:
+            if len(targets) == 1:
+                raise
+            # One experiment that cannot be stopped does not keep the others running.
+            warn(f"tunelab: {error}")
+            failed.append(error)
+    stopped = [c.id for c in targets]
     if stop_all:
-        say(f"Stopped {len(targets)} experiment{'s' if len(targets) != 1 else ''}: "
-            + ", ".join(c.id for c in targets))  # fmt: skip
+        say(f"Stopped {len(stopped) - len(failed)} of {len(stopped)} experiments."
+            if failed else
+            f"Stopped {len(stopped)} experiment{'s' if len(stopped) != 1 else ''}: "
+            + ", ".join(stopped))  # fmt: skip
+    if failed:
+        sys.exit(2 if all(isinstance(e, UsageError) for e in failed) else 1)
+
+
+def _stop_one(client: ExperimentClient) -> None:
+    was_viewed = client.viewed
+    # Its manager died (a view of it may be open): the stop takes up its trials.
+    was_orphaned = client.orphaned or (was_viewed and client.stored_status() in LIVE_STATES)
+    status = client.stop()
+    if was_viewed:
+        say(f"Experiment {client.id}: read-only view closed.")
+    if was_orphaned:
+        say(
+            f"Experiment {client.id} stopped ({status}); its manager had died: its trials "
+            "were taken up, those that had ended recorded and the others ended."
+        )
+    elif not was_viewed:
+        say(f"Experiment {client.id} stopped ({status}).")
 
 
 # -- following an experiment ------------------------------------------------------------------
