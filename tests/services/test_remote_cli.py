@@ -151,6 +151,11 @@ def test_a_trial_waiting_for_an_unreachable_host_shows_why_then_runs(
         time.sleep(0.2)
     shown = lab.cli("trial", "ls", experiment_id)
     assert "unreachable" in shown.stdout, shown.stdout
+    # The reason counts down ("retrying in 5 s", "in 4 s", ...); the log says it once.
+    time.sleep(4)
+    log = (lab.client(experiment_id).dir / "log" / "manager.log").read_text("utf-8")
+    said = [line for line in log.splitlines() if f"Trial {waiting[0]['id']} waiting:" in line]
+    assert 1 <= len(said) <= 2, said
 
     down.start()
     while lab.status(experiment_id)["status"] != "DONE":

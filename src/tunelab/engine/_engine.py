@@ -506,9 +506,14 @@ class Engine:
         placement = self.service.place(spec)
         if isinstance(placement, str):
             if placement != live.waiting_reason:
+                # A reason that only counts down ("retrying in 5 s", "in 4 s", "now") is
+                # logged once.
+                if live.waiting_reason is None or _COUNTDOWN.sub("", placement) != _COUNTDOWN.sub(
+                    "", live.waiting_reason
+                ):
+                    logger.info("Trial %s %s", record.trial_id, placement)
                 live.waiting_reason = placement
                 self.store.update_trial(record.sequence, reason=placement)
-                logger.info("Trial %s %s", record.trial_id, placement)
             return
         live.waiting_reason = None
         await self._launch(live, spec, placement)
@@ -995,6 +1000,7 @@ _PYTHON_ERROR = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warn
 # bash's prefix on what it says about a command: "tunelab-trial: line 3: " (the trial wrapper),
 # "bash: line 1: ", "/bin/sh: 1: ".
 _SHELL_ERROR = re.compile(r"^(?:[\w./-]+: )?(?:line )?\d+: ")
+_COUNTDOWN = re.compile(r"\b(?:in \d+(?:\.\d+)? ?s|now)\b")
 _ERROR_TAIL_BYTES = 8192
 _ERROR_MAX_CHARS = 300
 
