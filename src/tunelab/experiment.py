@@ -231,9 +231,10 @@ class Experiment:
 
     def _wait_completion(self) -> bool:
         while True:
-            status = self.get_status()
             client = self._require()
-            if status in ("DONE", "STOPPED") and client.orphaned:
+            state = client.check_status()
+            status = state["status"]
+            if state.get("managerDied"):
                 logger.error(
                     "Experiment %s: its manager died (see %s); its trials are ended now",
                     self.id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -100,7 +101,11 @@ class ExperimentClient:
         except Exception:  # no store (a folder being made or removed)
             return None
         try:
-            return str(store.experiment()["status"])
+            for _ in range(20):  # a store whose writer was just killed may be busy a moment
+                with contextlib.suppress(sqlite3.OperationalError):
+                    return str(store.experiment()["status"])
+                time.sleep(0.05)
+            return None
         except Exception:
             return None
         finally:
@@ -208,6 +213,7 @@ class ExperimentClient:
             # The store says running but no manager is alive: it died without stopping.
             view["status"] = "STOPPED"
             view["errors"] = [*view["errors"], "the manager is no longer running"]
+            view["managerDied"] = True
         return view
 
     def wait_status(self, than: str, timeout: float) -> str | None:
@@ -228,13 +234,17 @@ class ExperimentClient:
         return str(answer.get("status"))
 
     def check_status(self) -> dict[str, Any]:
-        """``{status, errors}``."""
+        """``{status, errors}``, and ``managerDied: true`` when the manager died while the
+        experiment ran (see :attr:`orphaned`)."""
         live = self._live_read("/check-status")
         if live is not None:
             result: dict[str, Any] = live
             return result
         view = self.experiment()
-        return {"status": view["status"], "errors": view["errors"]}
+        state = {"status": view["status"], "errors": view["errors"]}
+        if view.get("managerDied"):
+            state["managerDied"] = True
+        return state
 
     def config(self) -> dict[str, Any]:
         """The stored config (canonical JSON, without secrets)."""
