@@ -201,16 +201,28 @@ def test_a_refused_login_fails_start_naming_the_host_and_not_the_password(
     locked = RemoteMachine(
         "127.0.0.1", "tl-alpha", remote.lab.alpha.port, ssh_key_file=str(remote.lab.protected_key)
     )
+    # A wrong passphrase is as lasting as a wrong password: refused, never retried.
+    mistyped = RemoteMachine(
+        "127.0.0.1",
+        "tl-alpha",
+        remote.lab.alpha.port,
+        ssh_key_file=str(remote.lab.protected_key),
+        ssh_passphrase="not-the-passphrase",
+    )
 
     async def body() -> None:
-        service = remote.service([wrong, locked])
+        service = remote.service([wrong, locked, mistyped])
         with pytest.raises(ConfigError) as caught:
             await service.start()
         message = str(caught.value)
         assert f"host {remote.lab.beta.address}: permission denied for user tl-beta" in message
         assert "is encrypted and no passphrase was given" in message
         assert "TUNELAB_SSH_PASSPHRASE" in message
+        assert (
+            f"the key {remote.lab.protected_key} cannot be used: Incorrect passphrase" in message
+        )
         assert wrong.password not in message and remote.lab.password not in message
+        assert "not-the-passphrase" not in message
 
     remote.run(body)
 

@@ -247,7 +247,8 @@ async def _login_options(
             key = await loop.run_in_executor(
                 None, asyncssh.read_private_key, str(path), passphrase
             )
-        except asyncssh.KeyImportError as error:
+        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as error:
+            # A wrong passphrase is a KeyEncryptionError: as lasting as a bad key.
             if passphrase is None and "assphrase" in str(error):
                 if os.environ.get("SSH_AUTH_SOCK"):
                     return {"client_keys": ()}  # the SSH agent may hold the decrypted key
