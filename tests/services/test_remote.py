@@ -519,8 +519,15 @@ def test_a_lost_connection_is_restored_and_the_running_trial_loses_nothing(
             await asyncio.sleep(0.02)
         reason = service.place(remote.spec(1, {}))
         assert isinstance(reason, str) and f"host {server.address} unreachable" in reason
+        # The running trial says why it cannot be followed now, and for how long it waits.
+        note = service.note(handle)
+        assert note is not None and note.startswith(f"host {server.address} unreachable (")
+        assert "the trial goes on if it comes back within " in note and note.endswith(
+            " s, and is given up then"
+        )
 
         exit_info = await service.wait(handle)
+        assert service.note(handle) is None
         records = await service.read_metrics(handle)
         assert exit_info.exit_code == 0
         assert [r["seq"] for r in records] == list(range(7))

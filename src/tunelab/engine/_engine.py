@@ -234,9 +234,17 @@ class Engine:
         return self._used_base + (time.monotonic() - self._clock_start)
 
     def waiting_reasons(self) -> dict[int, str]:
-        return {
-            seq: live.waiting_reason for seq, live in self._live.items() if live.waiting_reason
-        }
+        """Why each waiting trial waits, and why a running one cannot be followed now (its
+        host is unreachable, say), by trial number."""
+        reasons = {}
+        for seq, live in self._live.items():
+            if live.waiting_reason:
+                reasons[seq] = live.waiting_reason
+            elif live.handle is not None and live.end_state is None:
+                note = self.service.note(live.handle)
+                if note:
+                    reasons[seq] = note
+        return reasons
 
     @property
     def stopping(self) -> bool:

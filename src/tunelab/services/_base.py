@@ -158,5 +158,10 @@ class TrainingService(abc.ABC):
         """Find a trial started by an earlier manager; None when nothing of it is left."""
         return None
 
+    def note(self, handle: TrialHandle) -> str | None:
+        """Why a running trial cannot be followed now (its host is unreachable, say), for a
+        person to read beside its state; None while all is well."""
+        return None
+
     async def cleanup(self, experiment_id: str | None) -> None:  # noqa: B027 - optional hook
         """Remove what this service left outside the experiment's folder."""

@@ -77,6 +77,10 @@ class HybridTrainingService(TrainingService):
         self._running[index] += 1
         return _HybridHandle(inner, index)
 
+    def note(self, handle: TrialHandle) -> str | None:
+        assert isinstance(handle, _HybridHandle)
+        return self.services[handle.index].note(handle.inner)
+
     async def wait(self, handle: TrialHandle) -> TrialExit:
         assert isinstance(handle, _HybridHandle)
         try:

@@ -603,6 +603,18 @@ class RemoteTrainingService(TrainingService):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(host.wake.wait(), limit)
 
+    def note(self, handle: TrialHandle) -> str | None:
+        assert isinstance(handle, _RemoteHandle)
+        host = handle.host
+        if host.status == "up" or host.down_since is None or handle.done.is_set():
+            return None
+        left = max(0, math.ceil(host.down_since + self._lost_timeout - time.monotonic()))
+        return (
+            f"host {host.name} unreachable ({host.error}) for "
+            f"{time.monotonic() - host.down_since:.0f} s; the trial goes on if it comes back "
+            f"within {left} s, and is given up then"
+        )
+
     def _abandon(self, host: _Host) -> None:
         """Give up the trials of a host that stayed unreachable for ``lost_timeout``."""
         handles = [h for h in host.handles.values() if not h.done.is_set()]
