@@ -242,3 +242,74 @@ def test_trials_on_a_host_survive_a_killed_manager_and_are_reattached(
         # Found again on the host, not run a second time.
         assert new["startTime"] == old["startTime"], (old, new)
         assert new["default"] == new["parameters"]["x"]
+
+
+@pytest.mark.slow
+def test_stop_after_a_killed_manager_takes_the_passphrase_from_the_config(
+    lab: Lab,
+    ssh_lab: SshLab,  # noqa: F811
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store never holds the passphrase; the stop of a dead manager's experiment must
+    log in to the host itself, so it takes the config file as resume does."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    gate_dir = Path(tempfile.mkdtemp(prefix="tunelab-gate-"))
+    gate_dir.chmod(0o777)
+    config = lab.write(
+        {"x": {"_type": "choice", "_value": [1, 2]}},
+        GATED,
+        trialCommand=f"GATE={gate_dir / 'never'} python3 trial.py",
+        trialConcurrency=2,
+        maxTrialNumber=2,
+        tuner={"name": "GridSearch"},
+        trainingService={
+            "platform": "remote",
+            "machineList": [
+                {
+                    "host": "127.0.0.1",
+                    "port": ssh_lab.alpha.port,
+                    "user": "tl-alpha",
+                    "sshKeyFile": str(ssh_lab.protected_key),
+                    "sshPassphrase": ssh_lab.passphrase,
+                }
+            ],
+        },
+    )
+    result = lab.cli("create", "--config", str(config))
+    assert result.code == 0, result.stderr
+    experiment_id = result.stdout.split()[1]
+    request.addfinalizer(lambda: remove_experiment(lab, ssh_lab, experiment_id))
+    request.addfinalizer(lambda: shutil.rmtree(gate_dir, ignore_errors=True))
+    deadline = time.monotonic() + 30
+    while len([t for t in lab.trials(experiment_id) if t["status"] == "RUNNING"]) < 2:
+        assert time.monotonic() < deadline, lab.trials(experiment_id)
+        time.sleep(0.2)
+    manager = json.loads((lab.home / experiment_id / "manager.json").read_text())["pid"]
+    os.kill(manager, signal.SIGKILL)
+    while psutil.pid_exists(manager) and psutil.Process(manager).status() != "zombie":
+        time.sleep(0.05)
+    assert len(_trial_processes(experiment_id)) >= 2  # they outlive their manager
+
+    refused = lab.cli("stop", experiment_id)
+    assert refused.code == 2, refused.stderr
+    assert "is encrypted and no passphrase was given" in refused.stderr
+    assert ssh_lab.passphrase not in refused.stderr
+
+    stopped = lab.cli("stop", experiment_id, "--config", str(config))
+    assert stopped.code == 0, stopped.stderr
+    assert "its manager had died" in stopped.stdout
+    assert {t["status"] for t in lab.trials(experiment_id)} == {"USER_CANCELED"}
+    assert _trial_processes(experiment_id) == []
+
+
+def _trial_processes(experiment_id: str) -> list[psutil.Process]:
+    """The test users' processes of one experiment's trials (by their trial folder)."""
+    found = []
+    for process in psutil.process_iter(["username"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["username"] in ("tl-alpha", "tl-beta") and experiment_id in (
+                process.environ().get("TUNELAB_TRIAL_DIR", "")
+            ):
+                found.append(process)
+    return found

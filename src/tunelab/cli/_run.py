@@ -145,14 +145,29 @@ def view(experiment_id: str, port: int | None) -> None:
 @click.argument("experiment_id", required=False)
 @click.option("--port", "-p", type=_PORT, default=None, help="The experiment on this port.")
 @click.option("--all", "-a", "stop_all", is_flag=True, help="Stop every running experiment.")
-def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
+@click.option(
+    "--config",
+    "-c",
+    "config_file",
+    default=None,
+    help="The experiment's config file, for the passwords and passphrases of its SSH hosts "
+    "when its manager died and the stop must reach them itself.",
+)
+def stop(
+    experiment_id: str | None, port: int | None, stop_all: bool, config_file: str | None
+) -> None:
     """Stop a running experiment: by id, unique id prefix, 'prefix*' (all that match), port,
     or --all. With none of these: the one that runs.
 
-    Its trials are ended and marked USER_CANCELED; a resume runs them again.
+    Its trials are ended and marked USER_CANCELED; a resume runs them again. An experiment
+    whose manager died is stopped too: its trials are taken up, those that ended meanwhile
+    recorded and the others ended.
     """
     if sum(bool(x) for x in (experiment_id, port, stop_all)) > 1:
         raise UsageError("give an experiment id, --port or --all, not several")
+    secrets = None
+    if config_file is not None:
+        secrets = secrets_of(load_config_file(config_file).to_json(include_secrets=True))
     if stop_all:
         targets = stoppable_experiments()
         if not targets:
@@ -180,7 +195,7 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
     failed: list[Exception] = []
     for client in targets:
         try:
-            _stop_one(client)
+            _stop_one(client, secrets)
         except (UsageError, ManagerError) as error:
             if len(targets) == 1:
                 raise
@@ -197,11 +212,11 @@ def stop(experiment_id: str | None, port: int | None, stop_all: bool) -> None:
         sys.exit(2 if all(isinstance(e, UsageError) for e in failed) else 1)
 
 
-def _stop_one(client: ExperimentClient) -> None:
+def _stop_one(client: ExperimentClient, secrets: dict[str, str] | None) -> None:
     was_viewed = client.viewed
     # Its manager died (a view of it may be open): the stop takes up its trials.
     was_orphaned = client.orphaned or (was_viewed and client.stored_status() in LIVE_STATES)
-    status = client.stop()
+    status = client.stop(secrets=secrets)
     if was_viewed:
         say(f"Experiment {client.id}: read-only view closed.")
     if was_orphaned:

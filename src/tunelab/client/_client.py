@@ -395,21 +395,22 @@ class ExperimentClient:
 
     # -- stop --------------------------------------------------------------------------------
 
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> str:
+    def stop(self, timeout: float = _STOP_TIMEOUT, secrets: dict[str, str] | None = None) -> str:
         """Stop the experiment and end its manager; returns the experiment's final state.
 
         The manager is asked (``DELETE /experiment``: every trial is ended and marked
         USER_CANCELED) and then waited for; one that has not ended after ``timeout`` seconds
         is killed with its whole process tree. An experiment whose manager died (see
         :attr:`orphaned`) is stopped by a manager started for that alone, which takes up its
-        trials, records those that ended and ends the others.
+        trials, records those that ended and ends the others (``secrets``: the passwords its
+        training service needs, by path, as :func:`~tunelab.client.secrets_of` gives them).
         """
         from tunelab.client._launch import stop_orphaned
 
         self.refresh()
         if self.manager is None:
             if self.orphaned:
-                return stop_orphaned(self, timeout=timeout)
+                return stop_orphaned(self, secrets, timeout=timeout)
             status = self.experiment()["status"]
             raise UsageError(f"experiment {self.id} is not running ({status})")
         manager = self.manager
@@ -424,7 +425,7 @@ class ExperimentClient:
             # The manager ended without finishing the stop (killed meanwhile, or hung and
             # killed above), or it was a read-only view of an experiment whose manager had
             # died: its trials are taken up and ended now.
-            return stop_orphaned(self, timeout=timeout)
+            return stop_orphaned(self, secrets, timeout=timeout)
         return str(self.experiment()["status"])
 
 
