@@ -223,10 +223,7 @@ def test_trials_on_a_host_survive_a_killed_manager_and_are_reattached(
         time.sleep(0.2)
     time.sleep(0.5)  # the first metric is in
     before = {t["id"]: t for t in lab.trials(experiment_id) if t["status"] == "RUNNING"}
-    manager = json.loads((lab.home / experiment_id / "manager.json").read_text())["pid"]
-    os.kill(manager, signal.SIGKILL)
-    while psutil.pid_exists(manager) and psutil.Process(manager).status() != "zombie":
-        time.sleep(0.05)
+    _kill_manager(lab, experiment_id)
 
     resumed = lab.cli("resume", experiment_id)
     assert resumed.code == 0, resumed.stderr
@@ -285,10 +282,7 @@ def test_stop_after_a_killed_manager_takes_the_passphrase_from_the_config(
     while len([t for t in lab.trials(experiment_id) if t["status"] == "RUNNING"]) < 2:
         assert time.monotonic() < deadline, lab.trials(experiment_id)
         time.sleep(0.2)
-    manager = json.loads((lab.home / experiment_id / "manager.json").read_text())["pid"]
-    os.kill(manager, signal.SIGKILL)
-    while psutil.pid_exists(manager) and psutil.Process(manager).status() != "zombie":
-        time.sleep(0.05)
+    _kill_manager(lab, experiment_id)
     assert len(_trial_processes(experiment_id)) >= 2  # they outlive their manager
 
     refused = lab.cli("stop", experiment_id)
@@ -301,6 +295,14 @@ def test_stop_after_a_killed_manager_takes_the_passphrase_from_the_config(
     assert "its manager had died" in stopped.stdout
     assert {t["status"] for t in lab.trials(experiment_id)} == {"USER_CANCELED"}
     assert _trial_processes(experiment_id) == []
+
+
+def _kill_manager(lab: Lab, experiment_id: str) -> None:
+    """SIGKILL the experiment's manager and wait until it is gone."""
+    manager = json.loads((lab.home / experiment_id / "manager.json").read_text())["pid"]
+    os.kill(manager, signal.SIGKILL)
+    while psutil.pid_exists(manager) and psutil.Process(manager).status() != "zombie":
+        time.sleep(0.05)
 
 
 def _trial_processes(experiment_id: str) -> list[psutil.Process]:
