@@ -95,6 +95,8 @@ def test_an_nni_config_runs_on_two_ssh_hosts_and_delete_cleans_them(
         stdout = lab.home / experiment_id / "trials" / trial["id"] / "trial.stdout"
         users.add(stdout.read_text().split()[2])
     assert users == {"tl-alpha", "tl-beta"}  # both machines ran trials
+    # Each trial says which machine ran it.
+    assert {t["host"] for t in trials} == {ssh_lab.alpha.address, ssh_lab.beta.address}
     for user in users:
         assert (ssh_lab.home(user) / "tunelab-experiments" / experiment_id / "code").is_dir()
     stored = (lab.home / experiment_id / "experiment.db").read_bytes()

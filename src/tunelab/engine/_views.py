@@ -62,6 +62,9 @@ def trial_view(trial: TrialRecord, latest: tuple[Any, int, int] | None = None) -
         "default": trial.final_default,
         "latestIntermediate": None,
         "intermediateCount": 0,
+        # Where it runs or ran: "local", an SSH host, a Ray node; and the GPUs it was given.
+        "host": (trial.placement or {}).get("host"),
+        "gpuIndices": (trial.placement or {}).get("gpuIndices"),
     }
     if latest is not None:
         value, step, count = latest
