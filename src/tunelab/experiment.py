@@ -50,7 +50,7 @@ from tunelab.client import (
     runnable_config,
     view_experiment,
 )
-from tunelab.client._signals import Signalled, signals_raise
+from tunelab.client._signals import Signalled, raise_pending, signals_raise
 from tunelab.errors import ConfigError, Issue, SearchSpaceError, UsageError
 from tunelab.store import decode_json_value
 
@@ -246,6 +246,7 @@ class Experiment:
             if status == "ERROR":
                 return False
             time.sleep(_POLL_SECONDS)
+            raise_pending()
 
     def _attach(self, client: ExperimentClient, stop_at_exit: bool) -> None:
         self._client = client

@@ -42,3 +42,21 @@ def test_a_signal_to_a_foreground_create_stops_its_experiment(lab: Lab, signum: 
     assert client.experiment()["status"] == "STOPPED"
     assert {t["status"] for t in client.trials()} == {"USER_CANCELED"}
     assert lab_processes(lab.home) == []
+
+
+def test_a_signal_whose_raise_was_swallowed_is_raised_again() -> None:
+    """A raise that lands in a callback Python runs for itself (an import lock's) is printed
+    and dropped there; the loops of a foreground run raise it again."""
+    import os
+
+    from tunelab.client._signals import Signalled, raise_pending, signals_raise
+
+    with pytest.raises(Signalled) as caught, signals_raise():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except Signalled:
+            pass  # what "Exception ignored in ..." amounts to
+        raise_pending()
+    assert caught.value.signum == signal.SIGTERM
+    raise_pending()  # nothing pending any more

@@ -40,7 +40,7 @@ from tunelab.client import (
     view_experiment,
 )
 from tunelab.client._client import LIVE_STATES
-from tunelab.client._signals import Signalled, signals_raise
+from tunelab.client._signals import Signalled, raise_pending, signals_raise
 from tunelab.errors import UsageError
 
 __all__ = ["create", "resume", "stop", "top", "view"]
@@ -272,6 +272,7 @@ def follow(client: ExperimentClient) -> int:
                 if view["status"] in FINAL:
                     break
                 _wait_for_news(client, view)
+                raise_pending()
     except (KeyboardInterrupt, Signalled) as interrupted:
         # After SIGHUP the terminal may be gone: what cannot be printed is not waited for.
         with contextlib.suppress(OSError):

@@ -15,9 +15,13 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Signalled", "signals_raise"]
+__all__ = ["Signalled", "raise_pending", "signals_raise"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# The signal last raised as Signalled within signals_raise(): a raise that lands inside a
+# callback Python runs for itself (an import lock's, a finalizer) is printed and dropped
+# there, so loops call raise_pending() to raise it again.
+_pending: list[int] = []
 
 
 class Signalled(BaseException):
@@ -35,7 +39,15 @@ class Signalled(BaseException):
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
+    _pending[:] = [signum]
     raise Signalled(signum)
+
+
+def raise_pending() -> None:
+    """Raise again a signal whose Signalled was dropped on its way (see ``_pending``)."""
+    if _pending:
+        signum = _pending.pop()
+        raise Signalled(signum)
 
 
 @contextlib.contextmanager
@@ -50,8 +62,12 @@ def signals_raise() -> Iterator[None]:
         for signum in _SIGNALS:
             if signal.getsignal(signum) == signal.SIG_DFL:
                 previous[signum] = signal.signal(signum, _raise)
+    _pending.clear()
     try:
         yield
+    except Signalled:
+        _pending.clear()  # it got through: nothing to raise again
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
